@@ -1,0 +1,1 @@
+"""Products, flash sales, atomic stock reservation and orders."""

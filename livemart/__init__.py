@@ -1,0 +1,1 @@
+"""livemart: real-time server for live commerce."""

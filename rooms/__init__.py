@@ -1,0 +1,1 @@
+"""Live rooms and merchant group chats."""
