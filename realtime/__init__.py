@@ -1,1 +1,4 @@
-"""Transport: WebSocket gateway, codecs, brokers, identity, storage, metrics, server and CLI. Knows no domain."""
+"""Transport: WebSocket gateway, codecs, brokers, identity, storage, metrics, server, CLI.
+
+It knows no domain: rooms and commerce plug in through namespaces, ops and modules.
+"""

@@ -1,0 +1,47 @@
+"""The composition root: the one place that wires transport and domains together."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.responses import FileResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from realtime import cli
+from realtime.config import Settings
+from realtime.server import Core, Module
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+def web_routes() -> list[BaseRoute]:
+    """The browser client: its page at ``/`` and assets under ``/static``."""
+    if not (STATIC_DIR / "index.html").exists():
+        return []
+
+    async def index(request: object) -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    return [Route("/", index), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
+
+
+def assemble(settings: Settings) -> cli.Assembly:
+    core = Core(settings)
+    modules: Sequence[Module] = []
+    app = core.asgi_app(modules, extra_routes=web_routes())
+    return cli.Assembly(core=core, modules=modules, app=app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:  # TODO(lead): plain import once loadtest/cli.py lands
+        from loadtest import cli as loadtest_cli
+    except ImportError:
+        return cli.main(argv, assemble=assemble)
+    return cli.main(argv, assemble=assemble, register=[loadtest_cli.register])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

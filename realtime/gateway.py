@@ -1,0 +1,332 @@
+"""The WebSocket gateway: the one module that touches client sockets.
+
+uvicorn serves HTTP and, on an upgrade request, hands the raw socket to
+:class:`Connection` (passed to uvicorn as its ``ws`` protocol class). The handshake
+and incoming frames are parsed by websockets' Sans-I/O :class:`ServerProtocol`;
+outgoing pushes bypass it: the hub writes pre-framed bytes through
+:meth:`Connection.send`, the single write path that owns the bounded buffer and the
+slow-client cut. There is no task per connection; a short-lived worker runs only
+while commands are queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from .auth import GUEST, Identity, TokenAuthority
+from .broker import StreamPosition
+from .codec import BY_NAME, JSON, Codec
+from .commands import Command, CommandError, parse_command
+from .config import Settings
+from .errors import CloseCode, ProtocolError
+from .metrics import Metrics
+from .node import Node
+from .ratelimit import TokenBucket
+
+log = logging.getLogger("livemart.gateway")
+
+#: How long a closing connection may take to finish the close handshake.
+CLOSE_TIMEOUT_S = 2.0
+
+
+class Gateway:
+    """Shared state of every connection in the process."""
+
+    def __init__(self, node: Node, tokens: TokenAuthority, settings: Settings, metrics: Metrics) -> None:
+        self.node = node
+        self.tokens = tokens
+        self.settings = settings
+        self.metrics = metrics
+        self.connections: set[Connection] = set()
+        self.per_ip: dict[str, int] = {}
+        #: Set by the server on shutdown: new upgrades are refused.
+        self.draining = False
+
+    def protocol_factory(self, **uvicorn_kwargs: Any) -> Connection:
+        """Called by uvicorn with its config/server_state/app_state keywords."""
+        return Connection(self, uvicorn_kwargs["server_state"])
+
+    def close_all(self, code: int, reason: str) -> None:
+        self.draining = True
+        for conn in list(self.connections):
+            conn.close(code, reason)
+
+
+class Connection(asyncio.Protocol):
+    """One client socket: handshake, command intake, and the write path."""
+
+    def __init__(self, gateway: Gateway, server_state: Any) -> None:
+        self.gateway = gateway
+        #: uvicorn's connection registry, so its shutdown waits for us.
+        self._server_connections: set[Any] = server_state.connections
+        self.ws = ServerProtocol(
+            subprotocols=[Subprotocol(name) for name in BY_NAME],
+            select_subprotocol=_select_subprotocol,
+            max_size=gateway.settings.max_frame_bytes,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.codec: Codec = JSON
+        self.identity: Identity = GUEST
+        self.user_id: str | None = None
+        self.ip = ""
+        #: Channels this connection is subscribed to.
+        self.channels: set[str] = set()
+        self._open = False
+        self._closing = False
+        self._fragments: list[bytes] | None = None
+        self._inbox: deque[Command] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._rate = TokenBucket(gateway.settings.command_rate_per_s, gateway.settings.command_burst)
+        self._joins: list[tuple[str, StreamPosition]] = []
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if isinstance(peer, tuple) else ""
+        self._server_connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)
+            elif isinstance(event, Frame):
+                self._on_frame(event)
+        self._write_protocol_output()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._write_protocol_output()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server_connections.discard(self)
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+        if self._open:
+            self._open = False
+            gateway = self.gateway
+            gateway.connections.discard(self)
+            gateway.metrics.connections.dec()
+            remaining = gateway.per_ip.get(self.ip, 1) - 1
+            if remaining > 0:
+                gateway.per_ip[self.ip] = remaining
+            else:
+                gateway.per_ip.pop(self.ip, None)
+            for channel in list(self.channels):
+                self.channels.discard(channel)
+                gateway.node.leave(self, channel)
+
+    def pause_writing(self) -> None:
+        """The transport buffer is over its high-water mark; send() measures it."""
+
+    def resume_writing(self) -> None:
+        """Nothing waits on writability: pushes are never awaited per connection."""
+
+    # --- uvicorn shutdown hook ----------------------------------------------------
+
+    def shutdown(self) -> None:
+        """uvicorn calls this on SIGTERM: ask the client to reconnect elsewhere."""
+        if self._open:
+            self.close(CloseCode.SERVICE_RESTART, "server restarting: reconnect")
+        elif self.transport is not None:
+            self.transport.close()
+
+    # --- handshake ----------------------------------------------------------------
+
+    def _handshake(self, request: Request) -> None:
+        gateway = self.gateway
+        settings = gateway.settings
+        url = urlsplit(request.path)
+        if url.path != "/ws":
+            self._reject(404, "not found: the WebSocket endpoint is /ws")
+            return
+        if gateway.draining:
+            self._reject(503, "server restarting: reconnect")
+            return
+        origin = request.headers.get("Origin")
+        if settings.allowed_origins and origin is not None and origin not in settings.allowed_origins:
+            self._reject(403, "origin not allowed")
+            return
+        limit = settings.max_connections_per_ip
+        if limit and gateway.per_ip.get(self.ip, 0) >= limit:
+            self._reject(429, "too many connections from this address")
+            return
+        response = self.ws.accept(request)
+        self.ws.send_response(response)
+        if response.status_code != 101:
+            return
+        self._open = True
+        gateway.connections.add(self)
+        gateway.per_ip[self.ip] = gateway.per_ip.get(self.ip, 0) + 1
+        gateway.metrics.connections.inc()
+        gateway.metrics.connections_total.inc()
+        self.codec = BY_NAME.get(self.ws.subprotocol or "", JSON)
+        token = parse_qs(url.query).get("token", [""])[0]
+        try:
+            self.identity = gateway.tokens.verify(token)
+        except ProtocolError as exc:
+            self._write_protocol_output()
+            self.close(CloseCode.UNAUTHORIZED, f"unauthorized: {exc.message}")
+            return
+        self.user_id = self.identity.user_id
+
+    def _reject(self, status: int, message: str) -> None:
+        response = self.ws.reject(status, message)
+        self.ws.send_response(response)
+
+    # --- incoming frames ----------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        if not self._open or self._closing:
+            return
+        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+            if frame.fin:
+                self._on_message(bytes(frame.data))
+            else:
+                self._fragments = [bytes(frame.data)]
+        elif frame.opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), None
+                self._on_message(data)
+        elif frame.opcode is Opcode.CLOSE:
+            self._closing = True
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            command = parse_command(self.codec.loads(data))
+        except ProtocolError as exc:
+            self._reply_error(0, exc)
+            return
+        except CommandError as exc:
+            self._reply_error(exc.command_id, exc.error)
+            return
+        if not self._rate.take():
+            self._reply_error(
+                command.id,
+                ProtocolError("rate_limited", f"slow down: retry in {self._rate.retry_after():.2f}s"),
+            )
+            return
+        if len(self._inbox) >= self.gateway.settings.command_queue_limit:
+            self.close(CloseCode.POLICY_VIOLATION, "flood: too many commands queued")
+            return
+        self._inbox.append(command)
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run_commands())
+
+    async def _run_commands(self) -> None:
+        """Handle queued commands one at a time, in arrival order, then exit."""
+        try:
+            while self._inbox and not self._closing:
+                command = self._inbox.popleft()
+                try:
+                    result = await self.gateway.node.dispatch(self, command)
+                except ProtocolError as exc:
+                    self._reply_error(command.id, exc)
+                except Exception:
+                    log.exception("op %s failed", command.op)
+                    self._reply_error(command.id, ProtocolError("internal", "internal error"))
+                else:
+                    self.send(self.codec.frame({"id": command.id, "ok": result}))
+                if self._joins:
+                    joins, self._joins = self._joins, []
+                    for channel, position in joins:
+                        self.gateway.node.hub.joined(self, channel, position)
+        finally:
+            self._worker = None
+
+    def _reply_error(self, command_id: int, error: ProtocolError) -> None:
+        self.gateway.metrics.errors.labels(error.code).inc()
+        self.send(self.codec.frame({"id": command_id, "error": error.as_dict()}))
+
+    # --- Session / Subscriber -----------------------------------------------------
+
+    def subscribed(self, channel: str) -> bool:
+        return channel in self.channels
+
+    def on_subscribed(self, channel: str, position: StreamPosition) -> None:
+        self.channels.add(channel)
+        self._joins.append((channel, position))
+
+    def on_kicked(self, channel: str, code: str, reason: str) -> None:
+        """The hub removed us from ``channel`` on a domain's order (kick, ban)."""
+        if channel in self.channels:
+            self.channels.discard(channel)
+            push = {
+                "ch": channel,
+                "ev": "unsubscribe",
+                "off": 0,
+                "data": {"code": code, "reason": reason},
+            }
+            self.send(self.codec.frame(push))
+
+    # --- the write path -----------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        """Write one complete frame, or cut the client if it cannot keep up."""
+        transport = self.transport
+        if self._closing or transport is None:
+            return
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self.gateway.settings.write_buffer_limit_bytes:
+            self.gateway.metrics.slow_disconnects.inc()
+            self.close(CloseCode.SLOW, "slow: client did not read its messages in time")
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the close handshake; the socket is dropped after a bounded wait."""
+        if self._closing or self.transport is None:
+            return
+        self._closing = True
+        self._inbox.clear()
+        self.gateway.metrics.closes.labels(str(code)).inc()
+        with contextlib.suppress(InvalidState):
+            self.ws.send_close(code, reason[:120])
+        self._write_protocol_output()
+        loop = asyncio.get_running_loop()
+        self._close_timer = loop.call_later(CLOSE_TIMEOUT_S, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _write_protocol_output(self) -> None:
+        """Flush what the Sans-I/O protocol queued (handshake, pongs, close frames)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        for data in self.ws.data_to_send():
+            if data:
+                transport.write(data)
+            else:
+                transport.close()  # empty bytes: the protocol wants EOF
+                return
+        if self.ws.close_expected() or self.ws.state is State.CLOSED:
+            self._closing = True
+            transport.close()
+
+
+def _select_subprotocol(protocol: ServerProtocol, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
+    """Pick the first supported subprotocol the client offers; none means JSON."""
+    for name in subprotocols:
+        if name in BY_NAME:
+            return name
+    return None
