@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -81,7 +82,17 @@ class Core:
         self.node = Node(self.broker, self.metrics, flush_interval_s=settings.flush_interval_s)
         self.gateway = Gateway(self.node, self.tokens, settings, self.metrics)
         self.db = Database(settings.database_url)
+        #: Shared Redis client for domain state (counters, presence, stock); None when embedded.
+        self.redis: aioredis.Redis | None = (
+            None
+            if settings.redis_url is None
+            else aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        )
         self._background: list[asyncio.Task[None]] = []
+
+    def redis_key(self, tag: str, name: str) -> str:
+        """A Redis key in hash slot ``tag`` (e.g. ``room:7``), under this deployment's prefix."""
+        return f"{self.settings.redis_prefix}{{{tag}}}:{name}"
 
     def asgi_app(self, modules: Sequence[Module], *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
         """The HTTP app: core endpoints, every module's routes, lifecycle."""
@@ -113,6 +124,8 @@ class Core:
                     task.cancel()
                 await asyncio.gather(*self._background, return_exceptions=True)
                 await self.broker.close()
+                if self.redis is not None:
+                    await self.redis.aclose()
                 await self.db.close()
 
         app = Starlette(
