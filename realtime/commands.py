@@ -80,7 +80,7 @@ class Args:
             raise ProtocolError("bad_request", f"{name} must be in [{min}, {max}]")
         return value
 
-    def opt_int(
+    def opt_integer(
         self,
         name: str,
         default: int | None = None,

@@ -57,7 +57,13 @@ def server_env(
         for key, value in os.environ.items()
         if key not in _SCRUBBED and not key.startswith("LIVEMART_")
     }
-    env.update(PYTHONUNBUFFERED="1", DATABASE_URL=database_url, LIVEMART_SECRET=secret)
+    # The repository root on the path lets `python -m tests.coreapp` start from any cwd.
+    env.update(
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        DATABASE_URL=database_url,
+        LIVEMART_SECRET=secret,
+    )
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     if api_key is not None:
@@ -157,16 +163,19 @@ class ProcessGroup:
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
         ready_timeout: float = READY_TIMEOUT_S,
+        module: str = "livemart",
     ) -> LivemartProcess:
         """Spawn `livemart serve` on a free port and return once /readyz answers 200.
 
         Without `database_url` the processes of one test share a SQLite file in its tmp dir.
+        `module` names what `python -m` runs: transport tests use `tests.coreapp`, the
+        transport core with a test namespace and no domain.
         """
         port = free_port()
         log_path = self.workdir / f"livemart-{port}.log"
         log = log_path.open("wb")
         self._logs.append(log)
-        command = [sys.executable, "-m", "livemart", "serve"]
+        command = [sys.executable, "-m", module, "serve"]
         command += ["--host", "127.0.0.1", "--port", str(port), *args]
         proc = subprocess.Popen(
             command,
