@@ -138,7 +138,7 @@ class RedisBroker(Broker):
                     self._on_resubscribed(set(self._channels))
                     backoff = 0.05
                 message = await self._pubsub.get_message(timeout=None)
-                if message is not None and message["type"] == b"message":
+                if message is not None and message["type"] == "message":
                     self._deliver(message["channel"], message["data"])
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 if self._closing:

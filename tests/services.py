@@ -110,9 +110,9 @@ def find_binary(name: str, package: str) -> str:
 class RedisServer:
     """A private `redis-server` that keeps nothing on disk; stopped and removed by `stop()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         binary = find_binary("redis-server", "redis-server")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = Path(tempfile.mkdtemp(prefix="livemart-redis-"))
         self._log = self._dir / "redis.log"
