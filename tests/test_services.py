@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import redis
@@ -28,7 +30,7 @@ from tests.services import (
     run_sql,
     unique_prefix,
 )
-from tests.wsclient import MSGPACK, WsClient, WsClosed, WsError
+from tests.wsclient import JSON, MSGPACK, WsClient, WsClosed, WsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,17 +142,13 @@ async def test_sqlite_url_is_a_file_in_tmp_path(sqlite_url: str, tmp_path: Path)
     assert (tmp_path / "test.db").is_file()
 
 
-async def test_database_url_covers_each_backend(
-    database_url: str, request: pytest.FixtureRequest
-) -> None:
+async def test_database_url_covers_each_backend(database_url: str, request: pytest.FixtureRequest) -> None:
     assert await _scalar(database_url, "SELECT 1 + 1") == 2
     is_postgres = database_url.startswith("postgresql+asyncpg://")
     assert (request.node.get_closest_marker("postgres") is not None) == is_postgres
 
 
-def test_broker_kind_covers_each_broker(
-    broker_kind: BrokerKind, request: pytest.FixtureRequest
-) -> None:
+def test_broker_kind_covers_each_broker(broker_kind: BrokerKind, request: pytest.FixtureRequest) -> None:
     assert broker_kind.prefix.startswith("lmt:")
     marked = request.node.get_closest_marker("redis") is not None
     if broker_kind.name == "redis":
@@ -190,9 +188,7 @@ def test_plain():
 
 
 @pytest.mark.parametrize("required", ["1", "0"])
-def test_skipped_service_test_fails_when_services_are_required(
-    tmp_path: Path, required: str
-) -> None:
+def test_skipped_service_test_fails_when_services_are_required(tmp_path: Path, required: str) -> None:
     (tmp_path / "test_inner.py").write_text(_SKIPPING_SUITE)
     env = {**os.environ, "LIVEMART_REQUIRE_SERVICES": required, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider"]
@@ -249,6 +245,22 @@ def test_failed_start_reports_the_log_tail(livemart: ProcessGroup) -> None:
     message = str(failure.value)
     assert "before it was ready" in message
     assert message.split("Log tail:\n", 1)[1].strip(), "the process's own output is missing"
+
+
+async def test_livemart_process_serves_and_stops(livemart: ProcessGroup, broker_kind: BrokerKind) -> None:
+    server = livemart(redis_url=broker_kind.redis_url, redis_prefix=broker_kind.prefix)
+    assert server.url == f"http://127.0.0.1:{server.port}" and server.returncode is None
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        assert (await http.get("/readyz")).status_code == 200
+    user = token("u1", "Ann", TEST_SECRET)
+    for protocol in (JSON, MSGPACK):
+        async with await WsClient.connect(server.ws_url, token=user, protocol=protocol) as ws:
+            assert "t" in await ws.call("ping")
+    server.terminate()
+    assert server.returncode is not None
+    second = livemart(redis_url=broker_kind.redis_url, redis_prefix=broker_kind.prefix)
+    second.kill()
+    assert second.returncode == -signal.SIGKILL
 
 
 # --- WebSocket client --------------------------------------------------------------------------
