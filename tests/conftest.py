@@ -56,9 +56,7 @@ class ServiceGuard:
     @pytest.hookimpl(tryfirst=True)  # before `-m` deselection reads the markers
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
-            names = {
-                _FIXTURE_MARKS[f] for f in getattr(item, "fixturenames", ()) if f in _FIXTURE_MARKS
-            }
+            names = {_FIXTURE_MARKS[f] for f in getattr(item, "fixturenames", ()) if f in _FIXTURE_MARKS}
             callspec = getattr(item, "callspec", None)
             if callspec is not None:
                 names |= {
