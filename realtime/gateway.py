@@ -199,7 +199,10 @@ class Connection(asyncio.Protocol):
         if not self._open or self._closing:
             return
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-            if frame.fin:
+            if frame.opcode is not self.codec.opcode:
+                kind = "text" if self.codec.opcode is Opcode.TEXT else "binary"
+                self.close(CloseCode.UNSUPPORTED_DATA, f"{self.codec.name} takes {kind} frames")
+            elif frame.fin:
                 self._on_message(bytes(frame.data))
             else:
                 self._fragments = [bytes(frame.data)]
@@ -215,7 +218,10 @@ class Connection(asyncio.Protocol):
         try:
             command = parse_command(self.codec.loads(data))
         except ProtocolError as exc:
-            self._reply_error(0, exc)
+            if self.codec.opcode is Opcode.TEXT and not _is_utf8(data):
+                self.close(CloseCode.INVALID_PAYLOAD, "text frame is not valid UTF-8")
+            else:
+                self._reply_error(0, exc)
             return
         except CommandError as exc:
             self._reply_error(exc.command_id, exc.error)
@@ -322,6 +328,14 @@ class Connection(asyncio.Protocol):
         if self.ws.close_expected() or self.ws.state is State.CLOSED:
             self._closing = True
             transport.close()
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _select_subprotocol(protocol: ServerProtocol, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:

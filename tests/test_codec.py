@@ -68,8 +68,16 @@ def test_push_batch_is_object_alone_or_array() -> None:
 
 @pytest.mark.parametrize(
     ("value", "command_id"),
-    [([], 0), ({"op": "ping"}, 0), ({"id": -1, "op": "ping"}, 0), ({"id": True, "op": "x"}, 0),
-     ({"id": 2**60, "op": "x"}, 0), ({"id": 7}, 7), ({"id": 7, "op": ""}, 7), ({"id": 7, "op": 5}, 7)],
+    [
+        ([], 0),
+        ({"op": "ping"}, 0),
+        ({"id": -1, "op": "ping"}, 0),
+        ({"id": True, "op": "x"}, 0),
+        ({"id": 2**60, "op": "x"}, 0),
+        ({"id": 7}, 7),
+        ({"id": 7, "op": ""}, 7),
+        ({"id": 7, "op": 5}, 7),
+    ],
 )
 def test_parse_command_rejects_malformed(value: object, command_id: int) -> None:
     with pytest.raises(CommandError) as info:

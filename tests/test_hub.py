@@ -1,0 +1,168 @@
+"""The local fan-out hot path, driven through the in-process broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from websockets.frames import Frame
+from websockets.streams import StreamReader
+
+from realtime.broker import HistoryPolicy, MemoryBroker, Publication, StreamPosition
+from realtime.codec import JSON, MSGPACK, Codec
+from realtime.hub import Hub
+from realtime.metrics import Metrics
+
+HISTORY = HistoryPolicy(100, 60)
+
+
+def frame_payload(data: bytes) -> bytes:
+    """The payload of one serialized server frame."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        return bytes(done.value.data)
+    raise AssertionError("incomplete frame")
+
+
+class Recorder:
+    """A stand-in connection that keeps the frames the hub writes to it."""
+
+    def __init__(self, codec: Codec = JSON, user_id: str | None = None) -> None:
+        self.codec = codec
+        self.user_id = user_id
+        self.frames: list[bytes] = []
+        self.kicked: list[tuple[str, str]] = []
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        self.frames.append(b"CLOSE %d" % code)
+
+    def on_kicked(self, channel: str, code: str, reason: str) -> None:
+        self.kicked.append((channel, code))
+
+    def pushes(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for frame in self.frames:
+            value = orjson.loads(frame_payload(frame))
+            out.extend(value if isinstance(value, list) else [value])
+        return out
+
+
+async def joined(hub: Hub, sub: Recorder, channel: str) -> None:
+    await hub.subscribe(sub, channel)
+    hub.joined(sub, channel, StreamPosition(0, ""))
+
+
+async def settle(interval: float) -> None:
+    await asyncio.sleep(interval * 3)
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    return MemoryBroker()
+
+
+async def test_same_frame_bytes_go_to_every_subscriber(broker: MemoryBroker) -> None:
+    hub = Hub(broker, Metrics(), flush_interval_s=0.02)
+    subs = [Recorder() for _ in range(50)]
+    for sub in subs:
+        await joined(hub, sub, "c:1")
+    await broker.publish(Publication("c:1", "n", {"i": 1}), history=HISTORY)
+    await settle(0.02)
+    frames = {id(sub.frames[0]) for sub in subs}
+    assert len(frames) == 1, "the frame must be encoded once and shared"
+    assert subs[0].pushes() == [{"ch": "c:1", "ev": "n", "off": 1, "data": {"i": 1}}]
+
+
+async def test_burst_is_coalesced_into_one_frame_per_tick(broker: MemoryBroker) -> None:
+    hub = Hub(broker, Metrics(), flush_interval_s=0.05)
+    sub = Recorder()
+    await joined(hub, sub, "c:1")
+    await broker.publish(Publication("c:1", "n", {"i": 0}), history=HISTORY)
+    await asyncio.sleep(0)  # idle channel: the first event goes out on the next loop turn
+    await asyncio.sleep(0)
+    assert len(sub.frames) == 1
+    for i in range(1, 30):
+        await broker.publish(Publication("c:1", "n", {"i": i}), history=HISTORY)
+    await settle(0.05)
+    assert len(sub.frames) == 2
+    assert [p["data"]["i"] for p in sub.pushes()] == list(range(30))  # type: ignore[index]
+
+
+async def test_codecs_are_encoded_separately_with_the_same_content(broker: MemoryBroker) -> None:
+    hub = Hub(broker, Metrics(), flush_interval_s=0.01)
+    js, mp = Recorder(JSON), Recorder(MSGPACK)
+    await joined(hub, js, "c:1")
+    await joined(hub, mp, "c:1")
+    await broker.publish(Publication("c:1", "n", {"t": "é"}), history=HISTORY)
+    await settle(0.01)
+    assert MSGPACK.loads(frame_payload(mp.frames[0])) == js.pushes()[0]
+
+
+async def test_joining_subscriber_gets_only_what_is_newer_than_its_snapshot(broker: MemoryBroker) -> None:
+    hub = Hub(broker, Metrics(), flush_interval_s=0.01)
+    sub = Recorder()
+    await hub.subscribe(sub, "c:1")
+    for i in range(3):
+        await broker.publish(Publication("c:1", "n", {"i": i}), history=HISTORY)
+    await settle(0.01)
+    assert sub.frames == []  # reply not sent yet: nothing may overtake it
+    hub.joined(sub, "c:1", StreamPosition(1, (await broker.position("c:1")).epoch))
+    assert [p["off"] for p in sub.pushes()] == [2, 3]
+
+
+async def test_sampled_lane_respects_budget_but_priority_and_own_comments_pass(
+    broker: MemoryBroker,
+) -> None:
+    metrics = Metrics()
+    hub = Hub(broker, metrics, flush_interval_s=0.01, sampled_budget=lambda ch: 5.0)
+    viewers = [Recorder(user_id=f"v{i}") for i in range(10)]
+    author = Recorder(user_id="chatty")
+    for sub in [*viewers, author]:
+        await joined(hub, sub, "c:1")
+    for i in range(100):
+        await broker.publish(
+            Publication("c:1", "comment", {"i": i}, lane="sampled", author="chatty"), history=HISTORY
+        )
+    await broker.publish(Publication("c:1", "pin", {}), history=HISTORY)
+    await settle(0.01)
+    seen = viewers[0].pushes()
+    comments = [p for p in seen if p["ev"] == "comment"]
+    assert len(comments) <= 5
+    assert any(p["ev"] == "pin" for p in seen)
+    for viewer in viewers:
+        assert [p["off"] for p in viewer.pushes()] == [p["off"] for p in seen]
+    assert len([p for p in author.pushes() if p["ev"] == "comment"]) == 100
+    assert metrics.sampled_out._value.get() == (100 - len(comments)) * 11
+
+
+async def test_kick_removes_only_that_user(broker: MemoryBroker) -> None:
+    hub = Hub(broker, Metrics(), flush_interval_s=0.01)
+    bad, good = Recorder(user_id="bad"), Recorder(user_id="good")
+    await joined(hub, bad, "c:1")
+    await joined(hub, good, "c:1")
+    await broker.publish(Publication("c:1", "$kick", {"user_id": "bad", "code": "banned", "reason": ""}))
+    await broker.publish(Publication("c:1", "n", {}), history=HISTORY)
+    await settle(0.01)
+    assert bad.kicked == [("c:1", "banned")] and bad.frames == []
+    assert len(good.pushes()) == 1
+
+
+async def test_last_unsubscribe_releases_the_broker_subscription(broker: MemoryBroker) -> None:
+    hub = Hub(broker, Metrics(), flush_interval_s=0.01)
+    a, b = Recorder(), Recorder()
+    await joined(hub, a, "c:1")
+    await joined(hub, b, "c:1")
+    hub.unsubscribe(a, "c:1")
+    await asyncio.sleep(0.01)
+    assert "c:1" in broker._subscribed
+    hub.unsubscribe(b, "c:1")
+    await asyncio.sleep(0.01)
+    assert "c:1" not in broker._subscribed and hub.subscriber_count("c:1") == 0
