@@ -22,7 +22,6 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -307,8 +306,6 @@ class Connection(asyncio.Protocol):
         with contextlib.suppress(InvalidState):
             self.ws.send_close(code, reason[:120])
         self._write_protocol_output()
-        loop = asyncio.get_running_loop()
-        self._close_timer = loop.call_later(CLOSE_TIMEOUT_S, self._abort)
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -325,9 +322,11 @@ class Connection(asyncio.Protocol):
             else:
                 transport.close()  # empty bytes: the protocol wants EOF
                 return
-        if self.ws.close_expected() or self.ws.state is State.CLOSED:
+        if self.ws.close_expected() and self._close_timer is None:
+            # The client should answer our close frame and hang up; dropping the socket
+            # first could lose the close frame to a TCP reset, so wait, with a bound.
             self._closing = True
-            transport.close()
+            self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._abort)
 
 
 def _is_utf8(data: bytes) -> bool:

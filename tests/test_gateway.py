@@ -206,3 +206,18 @@ async def test_wrong_frame_type_closes_1003(server: LivemartProcess, bystander: 
         await client.call("ping")
     assert info.value.code == 1003
     await assert_still_served(server, bystander)
+
+
+async def test_command_queue_overflow_closes_1008(livemart: ProcessGroup) -> None:
+    unlimited = {"LIVEMART_COMMAND_RATE": "1000000", "LIVEMART_COMMAND_BURST": "1000000"}
+    server = livemart.start(module="tests.coreapp", env=unlimited)
+    client = await WsClient.connect(server.ws_url, token=token("f", "F", TEST_SECRET))
+    # Each publish waits on the broker, so a burst of 1,000 outruns the 256-command queue.
+    for i in range(1, 1001):
+        await client.send_raw(f'{{"id": {i}, "op": "publish", "ch": "public:f", "ev": "n"}}')
+    with pytest.raises(WsClosed) as info:
+        while True:
+            await client.next_push(timeout=10)
+    assert info.value.code == 1008
+    async with await WsClient.connect(server.ws_url) as other:
+        assert "t" in await other.call("ping")
