@@ -62,7 +62,7 @@ def private_redis() -> Iterator[RedisServer]:
 
 async def wait_until(check: object, timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
-        while not await check():  # type: ignore[operator]
+        while not await check():  # type: ignore[operator]  # noqa: ASYNC110 - polls another process
             await asyncio.sleep(0.1)
 
 
