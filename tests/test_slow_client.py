@@ -88,7 +88,8 @@ async def test_slow_reader_is_cut_while_others_keep_latency(livemart: ProcessGro
         await asyncio.gather(*tasks)
     await publisher.close()
 
-    metrics = httpx.get(f"{server.url}/metrics").text
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{server.url}/metrics")).text
     stalled.close()
     assert "livemart_slow_disconnects_total 1.0" in metrics
     assert 'livemart_closes_total{code="4008"} 1.0' in metrics
