@@ -2,8 +2,42 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from hdrh.histogram import HdrHistogram
 from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class Series:
+    seconds: list[int]
+    delivered: list[int]
+    p50_ms: list[float]
+    p99_ms: list[float]
+
+
+def series(seconds: dict[int, tuple[int, HdrHistogram]]) -> Series:
+    """One point per second since start, gaps included.
+
+    A second without deliveries is zero delivered and NaN latency (a break in the line),
+    so a stall shows as a stall instead of a line drawn across it.
+    """
+    xs = list(range(max(seconds) + 1)) if seconds else []
+    empty = (0, None)
+    points = [seconds.get(s, empty) for s in xs]
+    return Series(
+        seconds=xs,
+        delivered=[count for count, _ in points],
+        p50_ms=[_ms(h, 50) for _, h in points],
+        p99_ms=[_ms(h, 99) for _, h in points],
+    )
+
+
+def _ms(histogram: HdrHistogram | None, percentile: float) -> float:
+    if histogram is None:
+        return math.nan
+    return float(histogram.get_value_at_percentile(percentile)) / 1000
 
 
 def draw(seconds: dict[int, tuple[int, HdrHistogram]], path: str, *, title: str) -> None:
@@ -12,18 +46,15 @@ def draw(seconds: dict[int, tuple[int, HdrHistogram]], path: str, *, title: str)
     Uses a bare Figure (Agg rendering through savefig), never pyplot: no display, no
     global figure registry, safe on servers and in CI.
     """
-    xs = sorted(seconds)
-    delivered = [seconds[s][0] for s in xs]
-    p50 = [seconds[s][1].get_value_at_percentile(50) / 1000 for s in xs]
-    p99 = [seconds[s][1].get_value_at_percentile(99) / 1000 for s in xs]
+    data = series(seconds)
     figure = Figure(figsize=(9, 6))
     top, bottom = figure.subplots(2, 1, sharex=True)
-    top.plot(xs, p50, label="p50")
-    top.plot(xs, p99, label="p99")
+    top.plot(data.seconds, data.p50_ms, marker=".", label="p50")
+    top.plot(data.seconds, data.p99_ms, marker=".", label="p99")
     top.set_ylabel("delivery latency (ms)")
     top.legend()
     top.grid(alpha=0.3)
-    bottom.plot(xs, delivered, color="tab:green")
+    bottom.plot(data.seconds, data.delivered, marker=".", color="tab:green")
     bottom.set_ylabel("delivered / s")
     bottom.set_xlabel("seconds since start")
     bottom.grid(alpha=0.3)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from loadtest.plot import draw
+from loadtest.plot import draw, series
 from loadtest.stats import Recorder, Totals
 
 
@@ -29,3 +30,17 @@ def test_plot_of_a_run_without_deliveries_still_writes_a_file(tmp_path: Path) ->
     path = tmp_path / "empty.png"
     draw({}, str(path), title="nothing delivered")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_silent_second_is_zero_delivered_and_a_break_in_latency() -> None:
+    rec = Recorder()
+    rec.start = 0.0
+    rec.delivery("comment", 0, 10_000)  # second 0
+    rec.delivery("comment", 2_000_000, 3_500_000)  # second 3, after a stall
+    totals = Totals.merge([rec.report(sends_end=3, run_end=4, connect_s=0, cpu_s=0)])
+    data = series(totals.seconds)
+    assert data.seconds == [0, 1, 2, 3]
+    assert data.delivered == [1, 0, 0, 1]
+    assert math.isnan(data.p50_ms[1]) and math.isnan(data.p99_ms[2])
+    assert 9.9 <= data.p50_ms[0] <= 10.1
+    assert 1490 <= data.p99_ms[3] <= 1510
