@@ -28,6 +28,11 @@ def _ms(value_us: int) -> float:
     return round(value_us / 1000, 3)
 
 
+def per_s(count: int, seconds: float) -> float | None:
+    """A rate for reading, or null when no time elapsed (e.g. every worker failed)."""
+    return round(count / seconds, 1) if seconds > 0 else None
+
+
 def ratio(part: int, whole: int) -> float | None:
     """part / whole rounded for reading, or null when nothing was expected."""
     return None if whole == 0 else round(part / whole, 4)
@@ -64,7 +69,7 @@ def build(
     sent = sum(totals.sent.values())
     delivered = sum(totals.delivered.values())
     want = sum(expected.values())
-    duration = round(max(totals.sends_s, 1e-9), 3)
+    duration = totals.sends_s
     # Deliveries that trail the schedule stretch the window instead of inflating the rate.
     window = max(duration, totals.last_delivery_s)
     connected = sum(totals.subscribed.values())
@@ -72,10 +77,10 @@ def build(
     summary: dict[str, Any] = {
         "scenario": plan.scenario,
         "connections": connected,
-        "duration_s": duration,
+        "duration_s": round(duration, 3),
         "sent": sent,
         "delivered": delivered,
-        "delivered_per_s": round(delivered / window, 1),
+        "delivered_per_s": per_s(delivered, window),
         "expected": want,
         "delivery_ratio": ratio(delivered, want),
         "latency_ms": percentiles_ms(totals.histograms["latency"]),
@@ -86,7 +91,7 @@ def build(
         "protocol": plan.protocol,
         "workers": plan.workers,
         "rate": plan.rate,
-        "sent_per_s": round(sent / duration, 1),
+        "sent_per_s": per_s(sent, duration),
         "ack_latency_ms": percentiles_ms(totals.histograms["ack"]),
         "send_lag_ms": percentiles_ms(totals.histograms["lag"]),
         "lanes": lanes(totals.sent, expected, totals.delivered),
@@ -94,7 +99,7 @@ def build(
             "attempted": attempts,
             "connected": connected,
             "failed": attempts - connected,
-            "per_s": round(connected / totals.connect_s, 1) if totals.connect_s > 0 else None,
+            "per_s": per_s(connected, totals.connect_s),
             "latency_ms": percentiles_ms(totals.histograms["connect"]),
         },
     }

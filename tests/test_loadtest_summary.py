@@ -99,6 +99,17 @@ def test_late_deliveries_stretch_the_rate_window() -> None:
     assert summary["delivered_per_s"] == 2.0  # 10 over 5 s, not 10 over the 1 s of sending
 
 
+def test_a_run_where_every_worker_failed_still_summarizes() -> None:
+    totals = Totals.merge([])
+    totals.errors["worker_failed"] = 2
+    summary = build(_plan(), totals, {}, {})
+    assert (summary["sent"], summary["delivered"], summary["expected"]) == (0, 0, 0)
+    assert summary["delivery_ratio"] is None
+    assert summary["delivered_per_s"] is None and summary["generator_cpu"] is None
+    assert summary["latency_ms"]["p99"] is None
+    assert summary["errors"] == {"worker_failed": 2}
+
+
 def _buyers(held: dict[str, int]) -> Totals:
     rec = Recorder()
     rec.start = 0.0

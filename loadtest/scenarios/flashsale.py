@@ -16,6 +16,7 @@ from loadtest.options import Options
 from loadtest.plan import Plan
 from loadtest.scenarios import base
 from loadtest.stats import Recorder, Totals, now_us
+from loadtest.summary import per_s
 from loadtest.tokens import mint
 from loadtest.wsclient import Client
 
@@ -93,13 +94,12 @@ def sale_summary(plan: Plan, totals: Totals, left: int | None) -> dict[str, Any]
     for extra in totals.extras:
         held.update(extra.get("held", {}))
     reserved = sum(held.values())
-    duration = max(totals.sends_s, 1e-9)
     return {
         "stock": plan.stock,
         "reserved": reserved,
         "oversold": max(0, reserved - plan.stock),
         "duplicates": sum(1 for units in held.values() if units > plan.per_user_limit),
-        "attempts_per_s": round(sum(totals.sent.values()) / duration, 1),
+        "attempts_per_s": per_s(sum(totals.sent.values()), totals.sends_s),
         "buyers": len(held),
         "sold_out": totals.counts.get("sold_out", 0),
         "limit_exceeded": totals.counts.get("limit_exceeded", 0),
