@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 from realtime import cli
 from realtime.config import Settings
 from realtime.server import Core, Module
+from rooms.groups import GroupChats, GroupSettings
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -30,7 +31,8 @@ def web_routes() -> list[BaseRoute]:
 
 def assemble(settings: Settings) -> cli.Assembly:
     core = Core(settings)
-    modules: Sequence[Module] = []
+    groups = GroupChats(core, rooms=None, settings=GroupSettings.from_env())
+    modules: Sequence[Module] = [groups]
     app = core.asgi_app(modules, extra_routes=web_routes())
     return cli.Assembly(core=core, modules=modules, app=app)
 
