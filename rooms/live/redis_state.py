@@ -1,0 +1,237 @@
+"""Room state in Redis, shared by every process of the cluster.
+
+Keys of room 7 all live under the hash tag ``{room:7}`` (next to the broker's history
+of ``room:7``): ``ctl`` (enforcement hash), ``posters`` (per-user token bucket and last
+comment time), ``likes`` and ``comments`` (counters), ``seen`` and ``talk`` (sets of
+watching and interacting users), ``recent`` (the snapshot's comments), ``pres`` and
+``presx`` (per-process viewer counts and their expiry) and ``vstat`` (peak and the
+last announced count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from realtime.errors import ProtocolError
+
+from . import scripts
+from .records import ALLOWED, Audience, RoomStatus, RoomView, Verdict
+from .state import ControlLoader, RoomState
+
+#: Builds a key in a hash slot: ``key(tag, name)`` (the core's ``redis_key``).
+KeyBuilder = Callable[[str, str], str]
+
+
+@asynccontextmanager
+async def _redis_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise ProtocolError("unavailable", f"room state unavailable: {type(exc).__name__}") from None
+
+
+class RedisRoomState(RoomState):
+    def __init__(self, loader: ControlLoader, redis: aioredis.Redis, key: KeyBuilder) -> None:
+        super().__init__(loader)
+        self._redis = redis
+        self._key = key
+        self._admit = redis.register_script(scripts.ADMIT)
+        self._load = redis.register_script(scripts.LOAD_CONTROL)
+        self._update = redis.register_script(scripts.UPDATE_CONTROL)
+        self._view = redis.register_script(scripts.VIEW)
+        self._presence = redis.register_script(scripts.PRESENCE)
+        self._drop = redis.register_script(scripts.DROP_COMMENT)
+
+    def _k(self, room_id: str, name: str) -> str:
+        return self._key(f"room:{room_id}", name)
+
+    async def _fill_control(self, room_id: str) -> None:
+        """Copy the room's enforcement state from SQL, unless another process did."""
+        control = await self._load_control(room_id)
+        fields: list[str | int] = ["st", control.status, "slow", control.slow_mode_s]
+        if control.pinned_product_id is not None:
+            fields += ["pin", control.pinned_product_id]
+        for user_id, until in control.muted.items():
+            fields += [f"m:{user_id}", until]
+        for user_id in control.banned:
+            fields += [f"b:{user_id}", 1]
+        async with _redis_errors():
+            await self._load(keys=[self._k(room_id, "ctl")], args=fields)
+
+    async def _with_control(
+        self, room_id: str, call: Callable[[], Awaitable[Any]], missing: Callable[[Any], bool]
+    ) -> Any:
+        """Run ``call``; if it found the enforcement hash missing, load it and run it again."""
+        for attempt in range(2):
+            async with _redis_errors():
+                reply = await call()
+            if not missing(reply):
+                return reply
+            if attempt == 0:
+                await self._fill_control(room_id)
+        raise ProtocolError("unavailable", f"room {room_id} state could not be loaded")
+
+    # --- enforcement --------------------------------------------------------------
+
+    async def admit_comment(
+        self, room_id: str, user_id: str, *, is_host: bool, rate_per_s: float, burst: int
+    ) -> Verdict:
+        keys = [self._k(room_id, "ctl"), self._k(room_id, "posters")]
+        args = [user_id, 1 if is_host else 0, rate_per_s, burst]
+        verdict, wait_ms = await self._with_control(
+            room_id, lambda: self._admit(keys=keys, args=args), lambda reply: reply[0] == b"load"
+        )
+        if verdict == b"ok":
+            return ALLOWED
+        return Verdict(verdict.decode(), int(wait_ms))
+
+    async def is_banned(self, room_id: str, user_id: str) -> bool:
+        key = self._k(room_id, "ctl")
+        _, banned = await self._with_control(
+            room_id,
+            lambda: self._redis.hmget(key, ["_v", f"b:{user_id}"]),
+            lambda reply: reply[0] is None,
+        )
+        return banned is not None
+
+    async def _change(self, room_id: str, sets: Mapping[str, str | int], deletes: Collection[str]) -> None:
+        args: list[str | int] = [len(sets)]
+        for name, value in sets.items():
+            args += [name, value]
+        args += list(deletes)
+        key = self._k(room_id, "ctl")
+        await self._with_control(
+            room_id, lambda: self._update(keys=[key], args=args), lambda applied: not applied
+        )
+
+    async def set_status(self, room_id: str, status: RoomStatus) -> None:
+        await self._change(room_id, {"st": status}, ())
+
+    async def set_pin(self, room_id: str, product_id: str | None) -> None:
+        if product_id is None:
+            await self._change(room_id, {}, ["pin"])
+        else:
+            await self._change(room_id, {"pin": product_id}, ())
+
+    async def set_slow_mode(self, room_id: str, seconds: int) -> None:
+        await self._change(room_id, {"slow": seconds}, ())
+
+    async def set_mute(self, room_id: str, user_id: str, until_ms: int | None) -> None:
+        if until_ms is None:
+            await self._change(room_id, {}, [f"m:{user_id}"])
+        else:
+            await self._change(room_id, {f"m:{user_id}": until_ms}, ())
+
+    async def set_ban(self, room_id: str, user_id: str, banned: bool) -> None:
+        if banned:
+            await self._change(room_id, {f"b:{user_id}": 1, f"m:{user_id}": 0}, ())
+        else:
+            await self._change(room_id, {}, [f"b:{user_id}", f"m:{user_id}"])
+
+    # --- what subscribers see -----------------------------------------------------
+
+    async def view(self, room_id: str, comments: int) -> RoomView:
+        keys = [self._k(room_id, name) for name in ("ctl", "likes", "recent", "pres", "presx")]
+        reply = await self._with_control(
+            room_id, lambda: self._view(keys=keys, args=[comments]), lambda r: r[0] == b"load"
+        )
+        _, status, pin, slow, likes, viewers, recent = reply
+        entries = [orjson.loads(item.partition(b"\n")[2]) for item in recent]
+        entries.sort(key=lambda c: int(c["off"]))
+        return RoomView(
+            status=status.decode(),
+            pinned_product_id=pin.decode() or None,
+            slow_mode_s=int(slow),
+            likes=int(likes),
+            viewers=int(viewers),
+            comments=entries,
+        )
+
+    async def push_comment(self, room_id: str, comment: Mapping[str, Any], keep: int) -> None:
+        key = self._k(room_id, "recent")
+        entry = b"%d\n%s" % (int(comment["off"]), orjson.dumps(comment))
+        async with _redis_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.lpush(key, entry)
+            pipe.ltrim(key, 0, keep - 1)
+            await pipe.execute()
+
+    async def drop_comment(self, room_id: str, off: int) -> None:
+        async with _redis_errors():
+            await self._drop(keys=[self._k(room_id, "recent")], args=[f"{off}\n"])
+
+    # --- aggregates ---------------------------------------------------------------
+
+    async def add_likes(self, counts: Mapping[str, int]) -> dict[str, int]:
+        if not counts:
+            return {}
+        async with _redis_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for room_id, count in counts.items():
+                pipe.incrby(self._k(room_id, "likes"), count)
+            totals = await pipe.execute()
+        return {room_id: int(total) for room_id, total in zip(counts, totals, strict=True)}
+
+    async def record_activity(
+        self,
+        *,
+        comments: Mapping[str, int],
+        viewers: Mapping[str, Collection[str]],
+        interacting: Mapping[str, Collection[str]],
+    ) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for room_id, count in comments.items():
+            pipe.incrby(self._k(room_id, "comments"), count)
+        for room_id, users in viewers.items():
+            if users:
+                pipe.sadd(self._k(room_id, "seen"), *users)
+        for room_id, users in interacting.items():
+            if users:
+                pipe.sadd(self._k(room_id, "talk"), *users)
+        if len(pipe):
+            async with _redis_errors():
+                await pipe.execute()
+
+    async def report_presence(
+        self, process: str, counts: Mapping[str, int], *, ttl_ms: int, interval_ms: int
+    ) -> dict[str, int]:
+        if not counts:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for room_id, count in counts.items():
+            keys = [self._k(room_id, name) for name in ("pres", "presx", "vstat")]
+            await self._presence(keys=keys, args=[process, count, ttl_ms, interval_ms], client=pipe)
+        async with _redis_errors():
+            replies = await pipe.execute()
+        return {
+            room_id: int(total)
+            for room_id, (announce, total) in zip(counts, replies, strict=True)
+            if announce
+        }
+
+    async def audience(self, room_id: str) -> Audience:
+        async with _redis_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hget(self._k(room_id, "vstat"), "peak")
+            pipe.smembers(self._k(room_id, "seen"))
+            pipe.smembers(self._k(room_id, "talk"))
+            pipe.get(self._k(room_id, "comments"))
+            pipe.get(self._k(room_id, "likes"))
+            peak, seen, talk, comments, likes = await pipe.execute()
+        return Audience(
+            peak_viewers=int(peak or 0),
+            viewer_ids=frozenset(user.decode() for user in seen),
+            interacting_ids=frozenset(user.decode() for user in talk),
+            comments=int(comments or 0),
+            likes=int(likes or 0),
+        )
+
+    async def forget(self, room_id: str) -> None:
+        async with _redis_errors():
+            await self._redis.delete(self._k(room_id, "posters"))
