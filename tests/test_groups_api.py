@@ -44,7 +44,11 @@ class Server:
     http: httpx.AsyncClient
 
     async def call(self, method: str, path: str, user: str | None = None, **kwargs: Any) -> httpx.Response:
-        headers = {} if user is None else {"Authorization": f"Bearer {self.core.tokens.issue(user, name=user.title())}"}
+        headers = (
+            {}
+            if user is None
+            else {"Authorization": f"Bearer {self.core.tokens.issue(user, name=user.title())}"}
+        )
         return await self.http.request(method, path, headers=headers, **kwargs)
 
     async def ok(self, method: str, path: str, user: str | None = None, **kwargs: Any) -> Any:
@@ -181,7 +185,10 @@ async def test_roles_and_kicks_follow_rank(server: Server) -> None:
     base = f"/api/groups/{gid}/members"
     await server.ok("POST", f"{base}/adam/role", "owner", json={"role": "admin"})
     await server.ok("POST", f"{base}/amy/role", "owner", json={"role": "admin"})
-    assert await server.error("POST", f"{base}/mia/role", "adam", json={"role": "admin"}) == (403, "forbidden")
+    assert await server.error("POST", f"{base}/mia/role", "adam", json={"role": "admin"}) == (
+        403,
+        "forbidden",
+    )
     assert await server.error("DELETE", f"{base}/amy", "adam") == (403, "forbidden")
     assert await server.error("DELETE", f"{base}/owner", "adam") == (403, "forbidden")
     assert await server.error("DELETE", f"{base}/max", "mia") == (403, "forbidden")
@@ -199,7 +206,10 @@ async def test_mutes(server: Server) -> None:
     await server.ok("POST", f"/api/groups/{gid}/members/adam/role", "owner", json={"role": "admin"})
     path = f"/api/groups/{gid}/messages"
     await server.ok("POST", f"/api/groups/{gid}/members/mia/mute", "adam", json={"seconds": 60})
-    assert await server.error("POST", path, "mia", json={"text": "hi", "client_msg_id": "1"}) == (403, "muted")
+    assert await server.error("POST", path, "mia", json={"text": "hi", "client_msg_id": "1"}) == (
+        403,
+        "muted",
+    )
     assert await server.error("POST", f"/api/groups/{gid}/members/adam/mute", "mia", json={"seconds": 9}) == (
         403,
         "forbidden",
@@ -212,18 +222,27 @@ async def test_mutes(server: Server) -> None:
         "forbidden",
     )
     await server.ok("POST", f"/api/groups/{gid}/mute-all", "adam", json={"muted": True})
-    assert await server.error("POST", path, "mia", json={"text": "hi", "client_msg_id": "3"}) == (403, "muted")
+    assert await server.error("POST", path, "mia", json={"text": "hi", "client_msg_id": "3"}) == (
+        403,
+        "muted",
+    )
     await server.send(gid, "adam", "admins may talk", "4")
     await server.ok("POST", f"/api/groups/{gid}/mute-all", "owner", json={"muted": False})
     await server.send(gid, "mia", "back", "5")
-    assert [m["text"] for m in (await server.history(gid, "owner"))["messages"]] == ["hi", "admins may talk", "back"]
+    assert [m["text"] for m in (await server.history(gid, "owner"))["messages"]] == [
+        "hi",
+        "admins may talk",
+        "back",
+    ]
 
 
 async def test_sends_are_idempotent_and_history_pages_in_order(server: Server) -> None:
     gid = await server.group_with("owner", "ann")
     seqs = [await server.send(gid, "ann", f"m{i}", f"c{i}") for i in range(30)]
     assert seqs == list(range(1, 31))
-    retry = await server.call("POST", f"/api/groups/{gid}/messages", "ann", json={"text": "m3", "client_msg_id": "c3"})
+    retry = await server.call(
+        "POST", f"/api/groups/{gid}/messages", "ann", json={"text": "m3", "client_msg_id": "c3"}
+    )
     assert (retry.status_code, retry.json()) == (200, {"seq": 4})
     # The same client_msg_id from another sender is another message.
     assert await server.send(gid, "owner", "mine", "c3") == 31
@@ -253,16 +272,25 @@ async def test_recall_is_a_tombstone_with_a_new_seq(database_url: str) -> None:
         recall = await server.ok("DELETE", f"/api/groups/{gid}/messages/{first}", "mia")
         assert recall == {"seq": 4}
         assert await server.ok("DELETE", f"/api/groups/{gid}/messages/{first}", "mia") == {"seq": 4}
-        assert await server.error("DELETE", f"/api/groups/{gid}/messages/{second}", "max") == (403, "forbidden")
+        assert await server.error("DELETE", f"/api/groups/{gid}/messages/{second}", "max") == (
+            403,
+            "forbidden",
+        )
         assert await server.ok("DELETE", f"/api/groups/{gid}/messages/{second}", "adam") == {"seq": 5}
-        assert await server.error("DELETE", f"/api/groups/{gid}/messages/{owners}", "adam") == (403, "forbidden")
+        assert await server.error("DELETE", f"/api/groups/{gid}/messages/{owners}", "adam") == (
+            403,
+            "forbidden",
+        )
         assert await server.error("DELETE", f"/api/groups/{gid}/messages/4", "owner") == (400, "bad_request")
         assert await server.error("DELETE", f"/api/groups/{gid}/messages/99", "owner") == (404, "not_found")
         async with server.core.db.begin() as conn:
             await conn.execute(
                 sa.update(messages).where(messages.c.seq == owners).values(created_at=time.time() - 61)
             )
-        assert await server.error("DELETE", f"/api/groups/{gid}/messages/{owners}", "owner") == (410, "expired")
+        assert await server.error("DELETE", f"/api/groups/{gid}/messages/{owners}", "owner") == (
+            410,
+            "expired",
+        )
         page = (await server.history(gid, "max"))["messages"]
         assert [(m["seq"], m["kind"], m["text"], m["recalled"]) for m in page] == [
             (1, "text", "", True),
@@ -278,8 +306,12 @@ async def test_announcements_are_durable_and_for_managers(server: Server) -> Non
     gid = await server.group_with("owner", "ann")
     path = f"/api/groups/{gid}/announcements"
     assert await server.error("POST", path, "ann", json={"text": "hello"}) == (403, "forbidden")
-    assert (await server.ok("POST", path, "owner", json={"text": "Sale at 8pm", "client_msg_id": "a1"}))["seq"] == 1
-    assert (await server.ok("POST", path, "owner", json={"text": "Sale at 8pm", "client_msg_id": "a1"}))["seq"] == 1
+    assert (await server.ok("POST", path, "owner", json={"text": "Sale at 8pm", "client_msg_id": "a1"}))[
+        "seq"
+    ] == 1
+    assert (await server.ok("POST", path, "owner", json={"text": "Sale at 8pm", "client_msg_id": "a1"}))[
+        "seq"
+    ] == 1
     page = (await server.history(gid, "ann"))["messages"]
     assert [(m["seq"], m["kind"], m["text"]) for m in page] == [(1, "announcement", "Sale at 8pm")]
 

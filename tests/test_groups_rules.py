@@ -84,7 +84,9 @@ def test_recall_of_others_needs_a_higher_rank() -> None:
 def test_recall_refuses_missing_messages_and_tombstones() -> None:
     tombstone = Sent(7, "m", rules.RECALL, NOW, None)
     assert code_of(lambda: rules.check_recall(MEMBER, None, None, now=NOW, window_s=60)) == "not_found"
-    assert code_of(lambda: rules.check_recall(MEMBER, tombstone, MEMBER, now=NOW, window_s=60)) == "bad_request"
+    assert (
+        code_of(lambda: rules.check_recall(MEMBER, tombstone, MEMBER, now=NOW, window_s=60)) == "bad_request"
+    )
     assert code_of(lambda: rules.check_recall(None, tombstone, MEMBER, now=NOW, window_s=60)) == "not_member"
 
 
