@@ -36,6 +36,8 @@ class Plan:
     run_id: str
     """Prefix of user ids, idempotency keys and client message ids of this run."""
     members: tuple[Member, ...]
+    token_ttl_s: int
+    """Lifetime of the tokens workers mint: the whole run and then some."""
     rooms: tuple[str | int, ...] = ()
     """Publish targets of the `viewers` scenario."""
     sale_id: str | int | None = None

@@ -63,10 +63,10 @@ class WorkerReport:
     """Seconds from start to the last delivery seen (0 if none)."""
     connect_s: float
     """Seconds the connection phase took."""
-    run_s: float
-    """Seconds from start until this worker finished draining."""
     cpu_s: float
-    """CPU seconds (user + system) this worker used over `run_s`."""
+    """CPU seconds (user + system) this worker used while sending (over `sends_s`)."""
+    cpu_peak: float
+    """The largest share of one core this worker used in any one second of the run."""
 
 
 class Recorder:
@@ -103,7 +103,7 @@ class Recorder:
     def total_delivered(self) -> int:
         return sum(self.delivered.values())
 
-    def report(self, *, sends_end: float, run_end: float, connect_s: float, cpu_s: float) -> WorkerReport:
+    def report(self, *, sends_end: float, connect_s: float, cpu_s: float, cpu_peak: float) -> WorkerReport:
         return WorkerReport(
             histograms={name: h.encode() for name, h in self.histograms.items()},
             seconds={s: (n, h.encode()) for s, (n, h) in self.seconds.items()},
@@ -117,8 +117,8 @@ class Recorder:
             sends_s=max(0.0, sends_end - self.start),
             last_delivery_s=max(0.0, self.last_delivery - self.start),
             connect_s=connect_s,
-            run_s=max(0.0, run_end - self.start),
             cpu_s=cpu_s,
+            cpu_peak=cpu_peak,
         )
 
 
@@ -140,8 +140,8 @@ class Totals:
     sends_s: float = 0.0
     last_delivery_s: float = 0.0
     connect_s: float = 0.0
-    run_s: float = 0.0
     cpu_s: float = 0.0
+    cpu_peak: float = 0.0
 
     def add(self, report: WorkerReport) -> None:
         for name, encoded in report.histograms.items():
@@ -160,8 +160,8 @@ class Totals:
         self.sends_s = max(self.sends_s, report.sends_s)
         self.last_delivery_s = max(self.last_delivery_s, report.last_delivery_s)
         self.connect_s = max(self.connect_s, report.connect_s)
-        self.run_s = max(self.run_s, report.run_s)
         self.cpu_s += report.cpu_s
+        self.cpu_peak = max(self.cpu_peak, report.cpu_peak)
 
     @classmethod
     def merge(cls, reports: list[WorkerReport]) -> Totals:

@@ -85,8 +85,12 @@ def build(
         "delivery_ratio": ratio(delivered, want),
         "latency_ms": percentiles_ms(totals.histograms["latency"]),
         "errors": dict(sorted(totals.errors.items())),
-        # Cores' worth of CPU the workers used together: near 1.0 per worker means saturated.
-        "generator_cpu": round(totals.cpu_s / totals.run_s, 3) if totals.run_s > 0 else None,
+        # Cores' worth of CPU the workers used together while sending; near 1.0 per worker
+        # means the generator, not the server, may be what limits the numbers.
+        "generator_cpu": round(totals.cpu_s / duration, 3) if duration > 0 else None,
+        # The busiest worker's busiest second (1.0 = a whole core): catches bursts, such as
+        # a backlog arriving after a stall, that the average hides.
+        "generator_cpu_peak": round(totals.cpu_peak, 3),
         "url": plan.http_url,
         "protocol": plan.protocol,
         "workers": plan.workers,

@@ -16,7 +16,7 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
         for i in range(20 * (second + 1)):
             sent = int((50 + second) * 1e6) + i * 1000
             rec.delivery("comment", sent, sent + 1000 * (second + 1) + i)
-    totals = Totals.merge([rec.report(sends_end=55, run_end=56, connect_s=0, cpu_s=0)])
+    totals = Totals.merge([rec.report(sends_end=55, connect_s=0, cpu_s=0, cpu_peak=0)])
     assert sorted(totals.seconds) == [0, 1, 2, 3, 4]
 
     path = tmp_path / "run.png"
@@ -37,7 +37,7 @@ def test_a_silent_second_is_zero_delivered_and_a_break_in_latency() -> None:
     rec.start = 0.0
     rec.delivery("comment", 0, 10_000)  # second 0
     rec.delivery("comment", 2_000_000, 3_500_000)  # second 3, after a stall
-    totals = Totals.merge([rec.report(sends_end=3, run_end=4, connect_s=0, cpu_s=0)])
+    totals = Totals.merge([rec.report(sends_end=3, connect_s=0, cpu_s=0, cpu_peak=0)])
     data = series(totals.seconds)
     assert data.seconds == [0, 1, 2, 3]
     assert data.delivered == [1, 0, 0, 1]

@@ -50,9 +50,9 @@ def test_merged_reports_equal_one_histogram_of_all_samples() -> None:
     merged = Totals.merge(
         [
             pickle.loads(
-                pickle.dumps(_report_with(fast).report(sends_end=1, run_end=2, connect_s=0, cpu_s=0))
+                pickle.dumps(_report_with(fast).report(sends_end=1, connect_s=0, cpu_s=0, cpu_peak=0))
             ),
-            _report_with(slow).report(sends_end=1, run_end=2, connect_s=0, cpu_s=0),
+            _report_with(slow).report(sends_end=1, connect_s=0, cpu_s=0, cpu_peak=0),
         ]
     )
     together = new_histogram()
@@ -82,15 +82,15 @@ def test_totals_add_counters_and_take_the_longest_spans() -> None:
     b.subscribed["room:1"] = 7
     totals = Totals.merge(
         [
-            a.report(sends_end=15.0, run_end=17.0, connect_s=1.5, cpu_s=0.5),
-            b.report(sends_end=15.5, run_end=16.0, connect_s=0.5, cpu_s=0.25),
+            a.report(sends_end=15.0, connect_s=1.5, cpu_s=0.5, cpu_peak=0.4),
+            b.report(sends_end=15.5, connect_s=0.5, cpu_s=0.25, cpu_peak=0.9),
         ]
     )
     assert totals.sent == {("room:1", "comment"): 7, ("room:2", "priority"): 1}
     assert totals.errors == {"timeout": 3, "closed_1006": 1}
     assert totals.subscribed == {"room:1": 12}
-    assert (totals.sends_s, totals.run_s, totals.connect_s) == (5.5, 7.0, 1.5)
-    assert totals.cpu_s == 0.75
+    assert (totals.sends_s, totals.connect_s) == (5.5, 1.5)
+    assert (totals.cpu_s, totals.cpu_peak) == (0.75, 0.9)
 
 
 def test_per_second_buckets_merge_counts_and_latencies() -> None:
@@ -99,7 +99,7 @@ def test_per_second_buckets_merge_counts_and_latencies() -> None:
     a.delivery("comment", 100_000_000, 100_200_000)  # second 0, 200 ms
     b.delivery("comment", 100_000_000, 100_900_000)  # second 0, 900 ms
     b.delivery("priority", 101_000_000, 102_500_000)  # second 2, 1.5 s
-    totals = Totals.merge([r.report(sends_end=101, run_end=103, connect_s=0, cpu_s=0) for r in (a, b)])
+    totals = Totals.merge([r.report(sends_end=101, connect_s=0, cpu_s=0, cpu_peak=0) for r in (a, b)])
     assert sorted(totals.seconds) == [0, 2]
     count, histogram = totals.seconds[0]
     assert count == 2

@@ -29,6 +29,7 @@ def _plan(**fields: object) -> Plan:
         "workers": 1,
         "run_id": "r",
         "members": (Member("u0", "n", 1, "room:1"),),
+        "token_ttl_s": 60,
     }
     base.update(fields)
     return Plan(**base)  # type: ignore[arg-type]
@@ -66,7 +67,7 @@ def test_build_reports_contract_fields_with_consistent_numbers() -> None:
     rec.errors["timeout"] = 1
     for i in range(60):
         rec.delivery("comment", 100_000_000 + i * 10_000, 100_000_000 + i * 10_000 + 2_000)
-    totals = Totals.merge([rec.report(sends_end=102.0, run_end=104.0, connect_s=0.5, cpu_s=1.0)])
+    totals = Totals.merge([rec.report(sends_end=102.0, connect_s=0.5, cpu_s=1.0, cpu_peak=0.7)])
     plan = _plan()
     summary = build(plan, totals, fanout_expected(totals.accepted, totals.subscribed), {"rooms": 1})
 
@@ -80,7 +81,8 @@ def test_build_reports_contract_fields_with_consistent_numbers() -> None:
     assert summary["latency_ms"]["p50"] == 2.0
     assert set(summary["latency_ms"]) == {"p50", "p99", "p999", "max"}
     assert summary["errors"] == {"timeout": 1}
-    assert summary["generator_cpu"] == 0.25  # 1 CPU second over 4 seconds
+    assert summary["generator_cpu"] == 0.5  # 1 CPU second over 2 seconds of sending
+    assert summary["generator_cpu_peak"] == 0.7
     assert summary["connect"]["failed"] == 1
     assert summary["connect"]["per_s"] == 8.0
     assert summary["lanes"]["comment"]["loss"] == 0.25
@@ -93,7 +95,7 @@ def test_late_deliveries_stretch_the_rate_window() -> None:
     rec.sent[("room:1", "comment")] = 10
     for i in range(10):
         rec.delivery("comment", 100_000_000, 100_000_000 + 500_000 * (i + 1))  # the last at +5 s
-    totals = Totals.merge([rec.report(sends_end=101.0, run_end=106.0, connect_s=0, cpu_s=0)])
+    totals = Totals.merge([rec.report(sends_end=101.0, connect_s=0, cpu_s=0, cpu_peak=0)])
     summary = build(_plan(), totals, {"comment": 10}, {})
     assert summary["duration_s"] == 1.0
     assert summary["delivered_per_s"] == 2.0  # 10 over 5 s, not 10 over the 1 s of sending
@@ -117,7 +119,7 @@ def _buyers(held: dict[str, int]) -> Totals:
     rec.counts["sold_out"] = 25
     rec.counts["limit_exceeded"] = 5
     rec.extra["held"] = held
-    return Totals.merge([rec.report(sends_end=2.0, run_end=3.0, connect_s=0, cpu_s=0)])
+    return Totals.merge([rec.report(sends_end=2.0, connect_s=0, cpu_s=0, cpu_peak=0)])
 
 
 def test_flash_sale_fields_when_everything_adds_up() -> None:
@@ -147,8 +149,8 @@ def test_group_sequence_checks() -> None:
     a.extra["acked"] = {"group:1": [1, 2, 3], "group:2": [1, 2]}
     b.extra["acked"] = {"group:1": [4, 6, 6]}  # 5 never acked, 6 acked twice
     b.counts["seq_gaps"] = 2
-    totals = Totals.merge([r.report(sends_end=1, run_end=1, connect_s=0, cpu_s=0) for r in (a, b)])
+    totals = Totals.merge([r.report(sends_end=1, connect_s=0, cpu_s=0, cpu_peak=0) for r in (a, b)])
     result = seq_summary(totals)
     assert result == {"gaps": 2, "reordered": 0, "ack_duplicates": 1, "ack_holes": 1, "ok": False}
-    clean = Totals.merge([a.report(sends_end=1, run_end=1, connect_s=0, cpu_s=0)])
+    clean = Totals.merge([a.report(sends_end=1, connect_s=0, cpu_s=0, cpu_peak=0)])
     assert seq_summary(clean)["ok"] is True

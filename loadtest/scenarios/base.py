@@ -177,5 +177,6 @@ def plan_for(opts: Options, run_id: str, members: tuple[Member, ...], **fields: 
         workers=opts.workers,
         run_id=run_id,
         members=members,
+        token_ttl_s=token_ttl(opts),
         **fields,
     )
