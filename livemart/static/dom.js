@@ -8,19 +8,19 @@
  * @param {string} tag
  * @param {object} [props] `class`, `text`, `on: {event: fn}`, `dataset`, DOM
  *   properties that exist on the element (e.g. `type`, `disabled`, `value`),
- *   anything else as an attribute (e.g. `aria-label`, `for`)
+ *   anything else as an attribute (e.g. `aria-label`, `for`; `false` leaves it out)
  * @param {...(Node|string|number|null|false)} children
  */
 export function h(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
+    if (value === undefined || value === null) continue;
     if (key === 'class') node.className = value;
     else if (key === 'text') node.textContent = String(value);
     else if (key === 'on') for (const [event, fn] of Object.entries(value)) node.addEventListener(event, fn);
     else if (key === 'dataset') Object.assign(node.dataset, value);
     else if (key in node && !key.includes('-')) node[key] = value;
-    else node.setAttribute(key, value === true ? '' : String(value));
+    else if (value !== false) node.setAttribute(key, value === true ? '' : String(value));
   }
   append(node, ...children);
   return node;
