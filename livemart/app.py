@@ -10,10 +10,13 @@ from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from loadtest import cli as loadtest_cli
 from realtime import cli
 from realtime.config import Settings
 from realtime.server import Core, Module
 from rooms.groups import GroupChats, GroupSettings
+from rooms.live import LiveRooms, RoomSettings
+from rooms.live.no_products import NoProducts
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -31,17 +34,14 @@ def web_routes() -> list[BaseRoute]:
 
 def assemble(settings: Settings) -> cli.Assembly:
     core = Core(settings)
+    rooms = LiveRooms(core, catalog=NoProducts(), settings=RoomSettings.from_env())
     groups = GroupChats(core, rooms=None, settings=GroupSettings.from_env())
-    modules: Sequence[Module] = [groups]
+    modules: Sequence[Module] = [rooms, groups]
     app = core.asgi_app(modules, extra_routes=web_routes())
     return cli.Assembly(core=core, modules=modules, app=app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:  # TODO(lead): plain import once loadtest/cli.py lands
-        from loadtest import cli as loadtest_cli
-    except ImportError:
-        return cli.main(argv, assemble=assemble)
     return cli.main(argv, assemble=assemble, register=[loadtest_cli.register])
 
 

@@ -94,12 +94,16 @@ class Hub:
         metrics: Metrics,
         *,
         flush_interval_s: float,
+        large_flush_interval_s: float | None = None,
+        large_channel: int = 1000,
         sampled_budget: Callable[[str], float | None] = lambda channel: None,
         recover_gap: GapRecoverer | None = None,
     ) -> None:
         self._broker = broker
         self._metrics = metrics
         self._interval = flush_interval_s
+        self._large_interval = flush_interval_s if large_flush_interval_s is None else large_flush_interval_s
+        self._large_channel = large_channel
         self._sampled_budget = sampled_budget
         self._recover_gap = recover_gap
         self._channels: dict[str, _Channel] = {}
@@ -213,7 +217,8 @@ class Hub:
         state.pending.append(pub)
         if state.flush_handle is None:
             loop = asyncio.get_running_loop()
-            due = state.last_flush + self._interval
+            interval = self._large_interval if state.count() >= self._large_channel else self._interval
+            due = state.last_flush + interval
             if loop.time() >= due:
                 state.flush_handle = loop.call_soon(self._flush, state)
             else:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from .auth import Identity
 from .broker import Broker, HistoryPolicy, Lane, Publication, StreamPosition
 from .commands import Args, Command
+from .config import Settings
 from .errors import ProtocolError
 from .hub import KICK_EVENT, GapRecovery, Hub, Subscriber
 from .metrics import Metrics
@@ -85,13 +86,15 @@ OpHandler = Callable[[Session, Args], Awaitable[Mapping[str, Any]]]
 class Node:
     """Routes commands to handlers and publications to the broker."""
 
-    def __init__(self, broker: Broker, metrics: Metrics, *, flush_interval_s: float) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics, settings: Settings) -> None:
         self.broker = broker
         self.metrics = metrics
         self.hub = Hub(
             broker,
             metrics,
-            flush_interval_s=flush_interval_s,
+            flush_interval_s=settings.flush_interval_s,
+            large_flush_interval_s=settings.large_channel_flush_interval_s,
+            large_channel=settings.large_channel_subscribers,
             sampled_budget=self._sampled_budget,
             recover_gap=self._recover_gap,
         )

@@ -79,7 +79,7 @@ class Core:
         self.metrics = Metrics()
         self.tokens = TokenAuthority(settings.secret)
         self.broker = create_broker(settings)
-        self.node = Node(self.broker, self.metrics, flush_interval_s=settings.flush_interval_s)
+        self.node = Node(self.broker, self.metrics, settings)
         self.gateway = Gateway(self.node, self.tokens, settings, self.metrics)
         self.db = Database(settings.database_url)
         #: Shared Redis client for domain state (counters, presence, stock); None when embedded.
