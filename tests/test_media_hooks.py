@@ -100,6 +100,29 @@ async def test_intercepted_receiver_yields_encoded_frames_not_pictures() -> None
     ]
 
 
+async def test_a_failing_sink_loses_frames_not_the_receiver(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = RTCRtpReceiver("video", dtls_transport())
+    seen: list[bytes] = []
+
+    def flaky(codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
+        seen.append(frame.data)
+        if len(seen) == 1:
+            raise ValueError("bug in the fan-out")
+
+    hooks.intercept_encoded_frames(receiver, flaky)
+    await start(receiver)
+    try:
+        for sequence in range(1, 5):
+            rtp = vp8_rtp(sequence, 3000 * sequence, b"\x10f%d" % sequence)
+            await receiver._handle_rtp_packet(rtp, arrival_time_ms=33 * sequence)
+    finally:
+        await receiver.stop()
+    assert seen == [b"\x10f1", b"\x10f2", b"\x10f3"]
+    assert caplog.text.count("the frame sink failed") == 1
+
+
 async def test_keyframe_request_sends_a_pli_for_the_heard_ssrc(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

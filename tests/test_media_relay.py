@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import aioice.ice
 import httpx
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -196,6 +196,25 @@ async def test_keyframe_requests_reach_the_publisher(stack: Stack, monkeypatch: 
     await eventually(lambda: len(requests) > joined, timeout=2)
 
 
+async def test_h264_is_relayed_as_h264(stack: Stack) -> None:
+    track = StampedVideoTrack(320, 240)
+    publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    stack.peers.append(publisher)
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name == "H264"]
+    publisher.addTransceiver(track, direction="sendonly").setCodecPreferences(h264[:1])
+    response = await post_offer(stack.client, f"/whip/{ROOM}", publisher, "alice")
+    assert response.status_code == 201
+    await stack.rooms.wait_for((ROOM, "live"))
+    await asyncio.sleep(1.0)  # join after the opening keyframe: needs an IDR on request
+    probe = PlaybackProbe(track)
+    viewer = await stack.watch(probe.consume)
+    assert "H264/90000" in viewer.pc.remoteDescription.sdp
+    assert "VP8/90000" not in viewer.pc.remoteDescription.sdp
+    await eventually(lambda: len(probe.delays) >= 30)
+    assert probe.first_frame_s is not None and probe.first_frame_s < 1.0
+    assert probe.unreadable == 0
+
+
 async def test_audio_is_forwarded_with_video(stack: Stack) -> None:
     publisher_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     stack.peers.append(publisher_pc)
@@ -240,6 +259,17 @@ async def test_publisher_leaving_ends_viewers_and_reports_offline(stack: Stack) 
     # the room is free for a new publisher
     await stack.publish(StampedVideoTrack(320, 240))
     await stack.rooms.wait_for((ROOM, "live"))
+
+
+async def test_ending_the_room_stops_its_stream(stack: Stack) -> None:
+    publisher = await stack.publish(StampedVideoTrack(320, 240))
+    await stack.rooms.wait_for((ROOM, "live"))
+    await stack.relay.end_room(ROOM)
+    await stack.rooms.wait_for((ROOM, "offline"))
+    response = await stack.client.delete(publisher.location, headers=bearer("alice"))
+    assert response.status_code == 404
+    await stack.relay.end_room(ROOM)  # nothing left: no error, no second "offline"
+    assert stack.rooms.events == [(ROOM, "live"), (ROOM, "offline")]
 
 
 async def test_a_publisher_closing_without_delete_goes_offline(stack: Stack) -> None:

@@ -12,6 +12,7 @@ encoder. A relay that forwards encoded packets needs three private entry points:
 upgrade that changes them fails there instead of silently freezing video.
 """
 
+import logging
 import queue
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ import aiortc
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+logger = logging.getLogger(__name__)
 
 PINNED_AIORTC = "1.16.0"
 """The only aiortc release these hooks were verified against."""
@@ -58,13 +61,21 @@ class _SinkQueue(queue.Queue[Any]):
     def __init__(self, sink: FrameSink) -> None:
         super().__init__()
         self._sink = sink
+        self._failed = False
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is None:
             super().put(None, block, timeout)
-        else:
-            codec, frame = item
+            return
+        codec, frame = item
+        try:
             self._sink(codec, frame)
+        except Exception:
+            # Raising here would end aiortc's receive loop and with it the whole peer
+            # connection; lose the frame instead, and say so once.
+            if not self._failed:
+                self._failed = True
+                logger.exception("dropping frames: the frame sink failed")
 
 
 def intercept_encoded_frames(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
