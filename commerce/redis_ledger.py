@@ -1,0 +1,239 @@
+"""The stock ledger on Redis: one Lua script per step (commerce/ledger.lua).
+
+Calls made in the same event-loop turn travel together in one pipeline, so a burst of
+reservations costs one round trip per turn rather than one per attempt; each script
+still runs alone and atomically inside Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from realtime.errors import ProtocolError
+
+from .ledger import (
+    VERSION_STRIDE,
+    Attempt,
+    DueHold,
+    Level,
+    Outcome,
+    Reserved,
+    Snapshot,
+    StockLedger,
+)
+
+log = logging.getLogger("livemart.commerce")
+
+SCRIPT_FILE = Path(__file__).with_name("ledger.lua")
+
+
+def read_scripts(path: Path = SCRIPT_FILE) -> dict[str, str]:
+    """The named sections of ledger.lua (``-- script: NAME`` starts one)."""
+    scripts: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in path.read_text().splitlines():
+        if line.startswith("-- script: "):
+            current = scripts[line.removeprefix("-- script: ").strip()] = []
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines).strip() + "\n" for name, lines in scripts.items()}
+
+
+SCRIPTS = read_scripts()
+
+
+def sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+class SaleKeys:
+    """Key names of one sale, all in hash slot ``{sale:<id>}`` under the deployment prefix."""
+
+    def __init__(self, prefix: str, sale_id: str) -> None:
+        self._base = f"{prefix}{{sale:{sale_id}}}:"
+        self.state = self._base + "s"
+        self.users = self._base + "u"
+        self.deadlines = self._base + "d"
+
+    def key(self, user_id: str, key: str) -> str:
+        """The idempotency key of (user, key); the length prefix keeps the pair unambiguous."""
+        return f"{self._base}k:{len(user_id)}:{user_id}:{key}"
+
+
+class Batcher:
+    """Sends every command queued in one loop turn as one pipeline."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        #: Script sources by SHA1, to load one that Redis forgot (restart, SCRIPT FLUSH).
+        self.sources: dict[str, str] = {}
+
+    async def call(self, *command: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((command, future))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
+        return await future
+
+    def _start(self) -> None:
+        self._scheduled = False
+        batch, self._queue = self._queue, []
+        task = asyncio.ensure_future(self._send(batch))
+        task.add_done_callback(_log_failure)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._run([command for command, _ in batch])
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if missing:
+                for sha in {batch[i][0][1] for i in missing}:
+                    await self._redis.script_load(self.sources[sha])
+                retried = await self._run([batch[i][0] for i in missing])
+                for i, result in zip(missing, retried, strict=True):
+                    results[i] = result
+        except (RedisError, OSError) as exc:
+            log.warning("stock ledger unreachable: %s", exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(ProtocolError("unavailable", "stock ledger unavailable"))
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+class RedisLedger(StockLedger):
+    """Stock ledger whose every step is one Lua script on the sale's slot."""
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str, key_ttl_ms: int) -> None:
+        super().__init__(key_ttl_ms=key_ttl_ms)
+        self._prefix = prefix
+        self._batcher = Batcher(redis)
+        self._sha = {name: sha1(source) for name, source in SCRIPTS.items()}
+        for name, source in SCRIPTS.items():
+            self._batcher.sources[self._sha[name]] = source
+
+    def keys(self, sale_id: str) -> SaleKeys:
+        return SaleKeys(self._prefix, sale_id)
+
+    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._batcher.call("EVALSHA", self._sha[name], len(keys), *keys, *args)
+
+    async def reserve(self, attempt: Attempt) -> Reserved:
+        k = self.keys(attempt.sale_id)
+        reply = await self._script(
+            "reserve",
+            [k.state, k.users, k.deadlines, k.key(attempt.user_id, attempt.key)],
+            [attempt.reservation_id, attempt.user_id, attempt.quantity, attempt.now_ms, self.key_ttl_ms],
+        )
+        outcome, rid, remaining, generation, version, deadline = reply
+        return Reserved(
+            Outcome(outcome.decode()),
+            rid.decode(),
+            int(remaining),
+            int(generation),
+            int(version),
+            int(deadline),
+        )
+
+    async def give_back(
+        self, sale_id: str, reservation_id: str, *, key: tuple[str, str] | None = None
+    ) -> Level | None:
+        k = self.keys(sale_id)
+        keys = [k.state, k.users, k.deadlines]
+        if key is not None:
+            keys.append(k.key(*key))
+        reply = await self._script("give_back", keys, [reservation_id])
+        if reply is None:
+            return None
+        remaining, generation, version, holds = reply
+        return Level(int(remaining), int(version), int(generation), int(holds))
+
+    async def settle(self, sale_id: str, reservation_id: str) -> bool:
+        k = self.keys(sale_id)
+        return bool(await self._script("settle", [k.state, k.deadlines], [reservation_id]))
+
+    async def due(self, sale_ids: Iterable[str], now_ms: int, *, limit: int) -> dict[str, list[DueHold]]:
+        ids = list(sale_ids)
+        replies = await asyncio.gather(
+            *(self._script("due", [self.keys(s).state, self.keys(s).deadlines], [now_ms, limit]) for s in ids)
+        )
+        out: dict[str, list[DueHold]] = {}
+        for sale_id, flat in zip(ids, replies, strict=True):
+            holds = []
+            for rid, value in zip(flat[0::2], flat[1::2], strict=True):
+                quantity, _, user = value.decode().partition(":")
+                holds.append(DueHold(rid.decode(), user, int(quantity)))
+            if holds:
+                out[sale_id] = holds
+        return out
+
+    async def levels(self, sale_ids: Iterable[str]) -> dict[str, Level | None]:
+        ids = list(sale_ids)
+        batch = self._batcher
+        replies = await asyncio.gather(
+            *(batch.call("HMGET", self.keys(s).state, "r", "v", "g") for s in ids),
+            *(batch.call("ZCARD", self.keys(s).deadlines) for s in ids),
+        )
+        out: dict[str, Level | None] = {}
+        for i, sale_id in enumerate(ids):
+            remaining, version, generation = replies[i]
+            if remaining is None or generation is None:
+                out[sale_id] = None
+            else:
+                holds = replies[len(ids) + i]
+                out[sale_id] = Level(int(remaining), int(version or 0), int(generation), int(holds))
+        return out
+
+    async def holders(self, sale_id: str) -> frozenset[str]:
+        users = await self._batcher.call("HKEYS", self.keys(sale_id).users)
+        return frozenset(u.decode() for u in users)
+
+    async def load(self, snapshot: Snapshot, now_ms: int) -> bool:
+        k = self.keys(snapshot.sale_id)
+        terms = snapshot.terms
+        args: list[Any] = [
+            snapshot.generation,
+            snapshot.generation * VERSION_STRIDE,
+            terms.stock,
+            terms.per_user_limit,
+            terms.starts_ms or 0,
+            terms.ends_ms or 0,
+            terms.hold_ms,
+            len(snapshot.holds),
+        ]
+        for hold in snapshot.holds:
+            deadline = -1 if hold.deadline_ms is None else hold.deadline_ms
+            args += [hold.reservation_id, hold.quantity, hold.user_id, deadline]
+        keys = [k.state, k.users, k.deadlines]
+        for hold, left in self.restorable_keys(snapshot, now_ms):
+            if hold.key is not None:
+                keys.append(k.key(hold.user_id, hold.key))
+                args += [hold.reservation_id, left]
+        return bool(await self._script("load", keys, args))
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("stock ledger batch failed", exc_info=task.exception())

@@ -1,0 +1,281 @@
+"""SQL for reservations and orders: the durable record of every unit that left stock.
+
+Two fences keep SQL and the ledger from disagreeing without any lock held across them:
+
+* Generation: a reservation row is inserted only if the sale's ``generation`` is still
+  the one the ledger answered from (``INSERT … SELECT … FOR SHARE``). Reconciliation bumps
+  the generation before it reads, so an insert either lands before the read (and is
+  counted) or fails (and its hold is undone).
+* Primary key: the sweeper writes a ``void`` row for a hold that has no row when its
+  deadline passes; the late insert then fails on the key instead of resurrecting a hold
+  whose units already went back.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from realtime.storage import Database
+
+from .entities import (
+    CONFIRMED,
+    EXPIRED,
+    HELD,
+    LIVE_STATUSES,
+    RELEASED,
+    VOID,
+    Order,
+    Reservation,
+    Sale,
+    new_id,
+)
+from .ledger import DueHold, Hold
+from .models import orders, reservations, sales
+
+
+class Recording(enum.Enum):
+    RECORDED = "recorded"
+    #: The sale's generation moved on: reconciliation rebuilt the ledger meanwhile.
+    FENCED = "fenced"
+    #: The sweeper voided this reservation id first (its deadline passed).
+    ID_TAKEN = "id_taken"
+    #: The user already has a reservation under this key (``existing``).
+    KEY_TAKEN = "key_taken"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    outcome: Recording
+    existing: Reservation | None = None
+
+
+class ReservationStore:
+    """Reservations and orders in SQL."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(self, res: Reservation, generation: int) -> Recorded:
+        """Insert a granted hold, fenced by the generation the ledger answered from."""
+        values: list[Any] = [
+            sa.literal(res.id, sa.String),
+            sa.literal(res.sale_id, sa.String),
+            sa.literal(res.user_id, sa.String),
+            sa.literal(res.quantity, sa.Integer),
+            sa.literal(res.status, sa.String),
+            sa.literal(res.source, sa.String),
+            sa.literal(res.idem_key, sa.String),
+            sa.literal(res.expires_ms, sa.BigInteger),
+            sa.literal(res.created_ms, sa.BigInteger),
+            sa.literal(res.created_ms, sa.BigInteger),
+        ]
+        source = (
+            sa.select(*values)
+            .select_from(sales)
+            .where(sales.c.id == res.sale_id, sales.c.generation == generation)
+            .with_for_update(read=True)
+        )
+        columns = ["id", "sale_id", "user_id", "quantity", "status", "source", "idem_key"]
+        stmt = reservations.insert().from_select([*columns, "expires_ms", "created_ms", "updated_ms"], source)
+        try:
+            async with self.db.begin() as conn:
+                inserted = (await conn.execute(stmt)).rowcount
+        except IntegrityError:
+            if await self.get(res.id) is not None:
+                return Recorded(Recording.ID_TAKEN)
+            existing = None if res.idem_key is None else await self.by_key(res.user_id, res.idem_key)
+            if existing is None:
+                raise
+            return Recorded(Recording.KEY_TAKEN, existing)
+        return Recorded(Recording.RECORDED if inserted == 1 else Recording.FENCED)
+
+    async def get(self, reservation_id: str) -> Reservation | None:
+        async with self.db.begin() as conn:
+            query = reservations.select().where(reservations.c.id == reservation_id)
+            row = (await conn.execute(query)).first()
+        return None if row is None else Reservation.from_row(row._mapping)
+
+    async def by_key(self, user_id: str, key: str) -> Reservation | None:
+        query = reservations.select().where(reservations.c.user_id == user_id, reservations.c.idem_key == key)
+        async with self.db.begin() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else Reservation.from_row(row._mapping)
+
+    async def confirm(self, res: Reservation, sale: Sale, now: int) -> Order | str:
+        """Turn a held reservation into an order, exactly once.
+
+        Returns the order, or the status that prevents it (``expired`` if the hold ran
+        out, in which case it is now marked so).
+        """
+        mine = (reservations.c.id == res.id, reservations.c.status == HELD)
+        order = Order(
+            id=new_id(),
+            reservation_id=res.id,
+            sale_id=sale.id,
+            user_id=res.user_id,
+            product_id=sale.product.id,
+            product_title=sale.product.title,
+            quantity=res.quantity,
+            price_cents=sale.price_cents,
+            amount_cents=sale.price_cents * res.quantity,
+            currency=sale.product.currency,
+            source=res.source,
+            room_id=sale.room_id,
+            created_ms=now,
+        )
+        async with self.db.begin() as conn:
+            confirmed = await conn.execute(
+                reservations.update()
+                .where(*mine, reservations.c.expires_ms > now)
+                .values(status=CONFIRMED, updated_ms=now)
+            )
+            if confirmed.rowcount == 1:
+                await conn.execute(orders.insert().values(**_order_values(order)))
+                return order
+            await conn.execute(
+                reservations.update()
+                .where(*mine, reservations.c.expires_ms <= now)
+                .values(status=EXPIRED, updated_ms=now)
+            )
+            status = await conn.scalar(sa.select(reservations.c.status).where(reservations.c.id == res.id))
+        return str(status)
+
+    async def release(self, res: Reservation, now: int) -> str:
+        """Give up a held reservation; returns its status afterwards.
+
+        A hold past its deadline becomes ``expired`` rather than ``released``.
+        """
+        after = sa.case((reservations.c.expires_ms <= now, EXPIRED), else_=RELEASED)
+        async with self.db.begin() as conn:
+            await conn.execute(
+                reservations.update()
+                .where(reservations.c.id == res.id, reservations.c.status == HELD)
+                .values(status=after, updated_ms=now)
+            )
+            status = await conn.scalar(sa.select(reservations.c.status).where(reservations.c.id == res.id))
+        return str(status)
+
+    async def expire(self, reservation_ids: Sequence[str], now: int) -> dict[str, str]:
+        """Mark due holds expired; returns the status of each id that has a row."""
+        ids = list(reservation_ids)
+        async with self.db.begin() as conn:
+            await conn.execute(
+                reservations.update()
+                .where(
+                    reservations.c.id.in_(ids),
+                    reservations.c.status == HELD,
+                    reservations.c.expires_ms <= now,
+                )
+                .values(status=EXPIRED, updated_ms=now)
+            )
+            rows = await conn.execute(
+                sa.select(reservations.c.id, reservations.c.status).where(reservations.c.id.in_(ids))
+            )
+            return {row.id: row.status for row in rows}
+
+    async def void(self, sale_id: str, hold: DueHold, now: int) -> str:
+        """Fence out a hold with no row; returns ``void``, or the status of a row that won."""
+        try:
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    reservations.insert().values(
+                        id=hold.reservation_id,
+                        sale_id=sale_id,
+                        user_id=hold.user_id,
+                        quantity=hold.quantity,
+                        status=VOID,
+                        source="api",
+                        idem_key=None,
+                        expires_ms=now,
+                        created_ms=now,
+                        updated_ms=now,
+                    )
+                )
+        except IntegrityError:
+            existing = await self.get(hold.reservation_id)
+            if existing is None:
+                raise
+            return existing.status
+        return VOID
+
+    async def snapshot(self, sale_id: str) -> tuple[int, list[Hold]] | None:
+        """Bump the sale's generation, then read every hold and sale (None: no such sale).
+
+        Inserts fenced on the old generation either committed before the bump (they
+        held ``FOR SHARE`` on the sale row, so the bump waited) or will fail after it.
+        """
+        bump = (
+            sales.update()
+            .where(sales.c.id == sale_id)
+            .values(generation=sales.c.generation + 1)
+            .returning(sales.c.generation)
+        )
+        query = sa.select(reservations).where(
+            reservations.c.sale_id == sale_id, reservations.c.status.in_(LIVE_STATUSES)
+        )
+        async with self.db.begin() as conn:
+            generation = (await conn.execute(bump)).scalar_one_or_none()
+            if generation is None:
+                return None
+            rows = (await conn.execute(query)).all()
+        holds = [
+            Hold(
+                reservation_id=row.id,
+                user_id=row.user_id,
+                quantity=row.quantity,
+                deadline_ms=row.expires_ms if row.status == HELD else None,
+                key=row.idem_key,
+                created_ms=row.created_ms,
+            )
+            for row in rows
+        ]
+        return generation, holds
+
+    async def live_units(self, sale_id: str) -> int:
+        """Units SQL says are out of stock (held or confirmed)."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(reservations.c.quantity), 0)).where(
+            reservations.c.sale_id == sale_id, reservations.c.status.in_(LIVE_STATUSES)
+        )
+        async with self.db.begin() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    async def held_count(self, sale_id: str) -> int:
+        query = sa.select(sa.func.count()).where(
+            reservations.c.sale_id == sale_id, reservations.c.status == HELD
+        )
+        async with self.db.begin() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    async def orders_of(self, user_id: str, *, limit: int) -> list[Order]:
+        query = (
+            orders.select()
+            .where(orders.c.user_id == user_id)
+            .order_by(orders.c.created_ms.desc(), orders.c.id)
+            .limit(limit)
+        )
+        async with self.db.begin() as conn:
+            return [Order.from_row(row._mapping) for row in await conn.execute(query)]
+
+
+def _order_values(order: Order) -> dict[str, object]:
+    return {
+        "id": order.id,
+        "reservation_id": order.reservation_id,
+        "sale_id": order.sale_id,
+        "user_id": order.user_id,
+        "product_id": order.product_id,
+        "product_title": order.product_title,
+        "quantity": order.quantity,
+        "price_cents": order.price_cents,
+        "amount_cents": order.amount_cents,
+        "currency": order.currency,
+        "source": order.source,
+        "room_id": order.room_id,
+        "created_ms": order.created_ms,
+    }
