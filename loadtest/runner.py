@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import secrets
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TypeVar
 
 import orjson
 
@@ -20,6 +22,8 @@ from loadtest.plan import Plan
 from loadtest.scenarios import SCENARIOS
 from loadtest.scenarios.base import REPLY_TIMEOUT_S, SetupError
 from loadtest.stats import Totals, WorkerReport
+
+T = TypeVar("T")
 
 START_DELAY_S = 0.3
 """Lead time between `go` and the first scheduled send, so all workers start on time."""
@@ -178,7 +182,10 @@ def run(opts: Options) -> int:
     extra = asyncio.run(_with_api(opts.url, lambda api: scenario.finish(plan, api, totals)))
     result = summary.build(plan, totals, scenario.expected(plan, totals), extra)
     line = orjson.dumps(result).decode()
-    print(line, flush=True)
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:  # the reader (e.g. `| head`) left; --json and --plot still happen
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps the exit-time flush quiet)
     if opts.json_path:
         with open(opts.json_path, "w", encoding="utf-8") as out:
             out.write(line + "\n")
@@ -189,7 +196,8 @@ def run(opts: Options) -> int:
     return 1 if execution.failures else 0
 
 
-async def _with_api(url: str, work: Any) -> Any:
+async def _with_api(url: str, work: Callable[[HttpClient], Awaitable[T]]) -> T:
+    """Run `work` with a setup client that is closed afterwards."""
     api = HttpClient(url)
     try:
         return await work(api)
