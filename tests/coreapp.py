@@ -1,13 +1,14 @@
 """The transport core alone, as a real process, for transport tests.
 
 It registers one test namespace, ``public:<id>`` (anyone may subscribe; history on;
-the sampled lane budgeted by LIVEMART_TEST_BUDGET), and an op ``publish`` so clients
-can publish into it. No domain module is loaded: this is what proves ``realtime``
+the sampled lane budgeted by LIVEMART_TEST_BUDGET), an op ``publish`` so clients
+can publish into it, and an op ``sleep`` that holds a command queue. No domain module is loaded: this is what proves ``realtime``
 works without knowing rooms or products.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -50,7 +51,13 @@ def assemble(settings: Settings) -> cli.Assembly:
         )
         return {"off": position.offset}
 
+    async def sleep(session: Session, args: Args) -> Mapping[str, Any]:
+        """Hold the connection's command queue for a while (for queue-bound tests)."""
+        await asyncio.sleep(args.integer("ms", min=0, max=5000) / 1000)
+        return {}
+
     core.node.add_op("publish", publish)
+    core.node.add_op("sleep", sleep)
     return cli.Assembly(core=core, modules=[], app=core.asgi_app([]))
 
 

@@ -212,9 +212,9 @@ async def test_command_queue_overflow_closes_1008(livemart: ProcessGroup) -> Non
     unlimited = {"LIVEMART_COMMAND_RATE": "1000000", "LIVEMART_COMMAND_BURST": "1000000"}
     server = livemart.start(module="tests.coreapp", env=unlimited)
     client = await WsClient.connect(server.ws_url, token=token("f", "F", TEST_SECRET))
-    # Each publish waits on the broker, so a burst of 1,000 outruns the 256-command queue.
+    # Commands run one at a time; 1,000 slow ones overflow the 256-command queue.
     for i in range(1, 1001):
-        await client.send_raw(f'{{"id": {i}, "op": "publish", "ch": "public:f", "ev": "n"}}')
+        await client.send_raw(f'{{"id": {i}, "op": "sleep", "ms": 50}}')
     with pytest.raises(WsClosed) as info:
         while True:
             await client.next_push(timeout=10)
