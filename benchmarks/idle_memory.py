@@ -75,7 +75,9 @@ async def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     port = free_port()
     command = ["taskset", "-c", args.cpu, *shlex.split(args.server_cmd.format(port=port))]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as http:
@@ -122,7 +124,7 @@ async def main() -> None:
             writer.close()
     finally:
         server.terminate()
-        server.wait(timeout=20)
+        await asyncio.wait_for(server.wait(), 20)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The transport core alone, as a real process, for transport tests.
 
 It registers one test namespace, ``public:<id>`` (anyone may subscribe; history on;
-the sampled lane budgeted by LIVEMART_TEST_BUDGET), an op ``publish`` so clients
-can publish into it, and an op ``sleep`` that holds a command queue. No domain module is loaded: this is what proves ``realtime``
-works without knowing rooms or products.
+the sampled lane budgeted by LIVEMART_TEST_BUDGET), an op ``publish`` so clients can
+publish into it, and an op ``sleep`` that holds a command queue. No domain module is
+loaded: this is what proves ``realtime`` works without knowing rooms or products.
 """
 
 from __future__ import annotations
