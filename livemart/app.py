@@ -10,13 +10,13 @@ from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from commerce import Catalog, Commerce, CommerceSettings
 from loadtest import cli as loadtest_cli
 from realtime import cli
 from realtime.config import Settings
 from realtime.server import Core, Module
 from rooms.groups import GroupChats, GroupSettings
 from rooms.live import LiveRooms, RoomSettings
-from rooms.live.no_products import NoProducts
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -34,9 +34,12 @@ def web_routes() -> list[BaseRoute]:
 
 def assemble(settings: Settings) -> cli.Assembly:
     core = Core(settings)
-    rooms = LiveRooms(core, catalog=NoProducts(), settings=RoomSettings.from_env())
+    shop_settings = CommerceSettings.from_env()
+    catalog = Catalog(core, settings=shop_settings)
+    rooms = LiveRooms(core, catalog=catalog, settings=RoomSettings.from_env())
     groups = GroupChats(core, rooms=None, settings=GroupSettings.from_env())
-    modules: Sequence[Module] = [rooms, groups]
+    shop = Commerce(core, catalog=catalog, rooms=rooms, groups=groups, settings=shop_settings)
+    modules: Sequence[Module] = [rooms, groups, shop]
     app = core.asgi_app(modules, extra_routes=web_routes())
     return cli.Assembly(core=core, modules=modules, app=app)
 
