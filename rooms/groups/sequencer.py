@@ -22,11 +22,11 @@ but may publish out of order: see docs/groups.md.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,8 @@ class _Worker:
     queue: deque[_Item] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    #: Kept between batches: saves the pool's checkout ping and reset on every batch.
+    conn: AsyncConnection | None = None
 
 
 @dataclass(slots=True)
@@ -149,6 +151,10 @@ class Sequencer:
             for _, future in worker.queue:
                 _settle(future, error=ProtocolError("unavailable", "server shutting down"))
             worker.queue.clear()
+            if worker.conn is not None:
+                with contextlib.suppress(Exception):
+                    await worker.conn.close()
+                worker.conn = None
 
     async def submit(self, draft: Draft) -> Receipt:
         """Queue ``draft``; return once it is committed (or raise why it was refused)."""
@@ -181,43 +187,50 @@ class Sequencer:
     async def _commit(self, worker: _Worker, batch: list[_Item]) -> None:
         started = time.perf_counter()
         try:
-            async with self._connection() as conn:
-                batch = await self._lock(conn, worker, batch)
-                try:
-                    async with conn.begin():
-                        outcome = await self._write(conn, [draft for draft, _ in batch])
-                    for index, (_, future) in enumerate(batch):
-                        error = outcome.errors.get(index)
-                        _settle(future, receipt=outcome.receipts.get(index), error=error)
-                    await self._publish(outcome.rows)
-                finally:
-                    await self._unlock(conn)
-        except ProtocolError as exc:
+            batch = await self._commit_batch(worker, batch)
+        except Exception as exc:
+            await self._drop_connection(worker)
+            error = _client_error(exc)
+            if error.code == "internal":
+                log.exception("group write batch failed")
             for _, future in batch:
-                _settle(future, error=exc)
-        except Exception:
-            log.exception("group write batch failed")
-            for _, future in batch:
-                _settle(future, error=ProtocolError("internal", "could not store the message"))
+                _settle(future, error=error)
         self._batch_size.observe(len(batch))
         self._commit_seconds.observe(time.perf_counter() - started)
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection; losing the database becomes ``unavailable``."""
+    async def _commit_batch(self, worker: _Worker, batch: list[_Item]) -> list[_Item]:
+        """Lock, write, commit, reply, publish, unlock; returns the items it handled."""
+        if worker.conn is None:
+            worker.conn = await self._db.engine.connect()
+        conn = worker.conn
         try:
-            async with self._db.engine.connect() as conn:
-                yield conn
-        except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
-            if isinstance(exc, DBAPIError) and not _is_outage(exc):
-                raise
-            raise ProtocolError("unavailable", "database unavailable") from exc
+            async with conn.begin():
+                batch = await self._lock(conn, worker, batch)
+                outcome = await self._write(conn, [draft for draft, _ in batch])
+            for index, (_, future) in enumerate(batch):
+                error = outcome.errors.get(index)
+                _settle(future, receipt=outcome.receipts.get(index), error=error)
+            await self._publish(outcome.rows)
+        finally:
+            await self._unlock(worker)
+        return batch
+
+    async def _drop_connection(self, worker: _Worker) -> None:
+        """Forget a connection that failed; the next batch opens a fresh one."""
+        conn, worker.conn = worker.conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        with contextlib.suppress(Exception):
+            await conn.close()
 
     # --- cross-process publish order (PostgreSQL) -----------------------------------
 
     async def _lock(self, conn: AsyncConnection, worker: _Worker, batch: list[_Item]) -> list[_Item]:
         """Take the advisory lock of every group in ``batch`` that is free; put the rest back.
 
+        The locks are session locks: they outlive this transaction until _unlock.
         If none is free, wait for the first one: waiting while holding no other lock
         cannot deadlock, and it avoids polling.
         """
@@ -238,21 +251,26 @@ class Sequencer:
                 {"cls": LOCK_CLASS, "key": ids[0] % _KEY_MOD},
             )
             locked = {ids[0]}
-        await conn.commit()  # session locks outlive the statement's implicit transaction
         deferred = [item for item in batch if item[0].group_id not in locked]
         worker.queue.extendleft(reversed(deferred))  # ahead of newer sends, in order
         return [item for item in batch if item[0].group_id in locked]
 
-    async def _unlock(self, conn: AsyncConnection) -> None:
-        if not self._advisory:
+    async def _unlock(self, worker: _Worker) -> None:
+        """Release every advisory lock of the worker's session, outside any transaction.
+
+        One plain statement on the driver connection (no BEGIN/COMMIT around it).
+        If that fails the connection is dropped, which releases the locks as well.
+        """
+        if not self._advisory or worker.conn is None:
             return
         try:
-            await conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
-            await conn.commit()
-        except Exception:
-            # A connection that may still hold locks must not go back to the pool.
-            await conn.invalidate()
-            raise
+            raw = await worker.conn.get_raw_connection()
+            if raw.driver_connection is None:
+                raise RuntimeError("connection already closed")
+            await raw.driver_connection.execute("SELECT pg_advisory_unlock_all()")
+        except Exception as exc:
+            log.warning("dropping a connection whose advisory locks could not be released: %s", exc)
+            await self._drop_connection(worker)
 
     # --- the transaction ------------------------------------------------------------
 
@@ -452,8 +470,12 @@ def _settle(
         future.set_exception(ProtocolError("internal", "no outcome for this message"))
 
 
-def _is_outage(exc: DBAPIError) -> bool:
-    """Connection-level failures, as opposed to constraint violations and bugs."""
-    if exc.connection_invalidated or isinstance(exc, OperationalError):
-        return True
-    return "connection" in str(exc.orig).lower()
+def _client_error(exc: Exception) -> ProtocolError:
+    """What the senders of a failed batch are told: ``unavailable`` for a lost database."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    if isinstance(exc, (OperationalError, OSError, PoolTimeout, asyncio.TimeoutError)):
+        return ProtocolError("unavailable", "database unavailable")
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or "connection" in str(exc.orig).lower()):
+        return ProtocolError("unavailable", "database unavailable")
+    return ProtocolError("internal", "could not store the message")
