@@ -249,8 +249,12 @@ export function mountChat(ctx, view, { groupId }) {
     },
     onPush(push) {
       const data = push.data ?? {};
-      if (push.ev === 'message') {
-        const message = { ...data, seq: Number.isInteger(data.seq) ? data.seq : push.off };
+      if (push.ev === 'message' || push.ev === 'announcement') {
+        const message = {
+          ...data,
+          seq: Number.isInteger(data.seq) ? data.seq : push.off,
+          kind: data.kind ?? (push.ev === 'announcement' ? 'announcement' : 'text'),
+        };
         if (loaded) {
           const after = log.gapBelow(message.seq);
           if (after !== null) fill(after, message.seq - 1);
@@ -262,8 +266,6 @@ export function mountChat(ctx, view, { groupId }) {
       } else if (push.ev === 'member.leave') {
         systemLine(String(data.user_id) === me ? 'You left this group' : 'A member left');
         bumpMembers(-1);
-      } else if (push.ev === 'announcement') {
-        systemLine(data.text ?? '', 'announcement');
       }
     },
     onError(error) {
@@ -346,6 +348,14 @@ export function mountChat(ctx, view, { groupId }) {
   }
 
   function messageItem(message) {
+    if (message.kind === 'recall') {
+      // A tombstone: it takes a seq but shows only as the change to the message it names.
+      markRecalled(message.ref?.seq);
+      return h('li', { class: 'message recall', dataset: { seq: String(message.seq) }, hidden: true });
+    }
+    if (message.kind === 'announcement') {
+      return h('li', { class: 'message announcement', dataset: { seq: String(message.seq) }, text: message.text ?? '' });
+    }
     const mine = String(message.user_id) === me;
     return h(
       'li',
@@ -357,10 +367,22 @@ export function mountChat(ctx, view, { groupId }) {
   }
 
   function messageBody(message) {
+    if (message.recalled) return recalledBody();
     const id = refId(message.ref);
-    if (message.kind === 'room_card' && id !== null) return roomCard(id, message.text);
+    if (message.kind === 'room_card' && id !== null) return roomCard(id, message.text, message.ref);
     if (message.kind === 'sale_card' && id !== null) return saleCard(id, message.text);
     return h('p', { class: 'message-text', text: message.text ?? '' });
+  }
+
+  function recalledBody() {
+    return h('p', { class: 'message-text recalled', text: 'Message recalled' });
+  }
+
+  function markRecalled(seq) {
+    const target = log.bySeq.get(seq);
+    if (target) target.recalled = true;
+    const node = messageList.querySelector(`li[data-seq="${seq}"]`);
+    node?.querySelector('.message-text, .card')?.replaceWith(recalledBody());
   }
 
   function lookup(path) {
@@ -368,9 +390,11 @@ export function mountChat(ctx, view, { groupId }) {
     return lookups.get(path);
   }
 
-  function roomCard(roomId, text) {
-    const status = h('span', { class: 'badge', text: '…' });
-    const name = h('strong', { text: text || `Room ${roomId}` });
+  function roomCard(roomId, text, ref) {
+    // The server may add the room's status and title to the ref; a lookup refreshes them.
+    const known = ref && typeof ref === 'object' ? ref : {};
+    const status = h('span', { class: 'badge', text: known.status ?? '…', dataset: { state: known.status ?? '' } });
+    const name = h('strong', { text: known.title ?? (text || `Room ${roomId}`) });
     const card = h(
       'a',
       { class: 'card room-card', href: `#/room/${encodeURIComponent(roomId)}`, dataset: { roomId: String(roomId) } },
@@ -424,8 +448,8 @@ export function mountChat(ctx, view, { groupId }) {
     return h('div', { class: 'card sale-card', dataset: { saleId: String(saleId) } }, name, h('p', {}, price, ' · ', stock), buy.root);
   }
 
-  function systemLine(text, kind = 'system') {
-    messageList.insertBefore(h('li', { class: `message ${kind}`, text }), firstPendingNode());
+  function systemLine(text) {
+    messageList.insertBefore(h('li', { class: 'message system', text }), firstPendingNode());
   }
 
   function showMembers(count) {

@@ -62,14 +62,16 @@ export function backoffDelay(attempt, { initialMs, maxMs }, random) {
 }
 
 /**
- * Whether a push repeats one already delivered on its channel.
- * Room channels number every publication, so any offset not above the last is old.
- * On group channels `off` is the message seq, which other events (joins,
- * announcements) may repeat, so only `message` events are checked there.
+ * Events the server keeps in no history: aggregated totals and membership news.
+ * They take no offset of their own and carry the channel's last one, so an offset
+ * that is not new does not make them duplicates (and applying one twice is harmless).
  */
+export const EPHEMERAL_EVENTS = new Set(['likes', 'viewers', 'member.join', 'member.leave']);
+
+/** Whether a push repeats one already delivered on its channel. */
 export function isDuplicate(push, lastOff) {
   if (typeof push.off !== 'number' || lastOff === null) return false;
-  if (push.ch.startsWith('group:') && push.ev !== 'message') return false;
+  if (EPHEMERAL_EVENTS.has(push.ev)) return false;
   return push.off <= lastOff;
 }
 
@@ -138,6 +140,8 @@ export class LiveClient {
     this.outbox = [];
     /** Channel name -> subscription record (see subscribe). */
     this.channels = new Map();
+    /** Channel name -> settled once the server answered our unsubscribe. */
+    this.leaving = new Map();
     this.statusListeners = new Set();
     /** Last status reported, for late listeners. */
     this.status = { state: 'idle' };
@@ -216,7 +220,8 @@ export class LiveClient {
    *   render from scratch: after the first subscribe and after a failed recovery
    * @param {(push: object) => void} [handlers.onPush] each new push, in order, once
    * @param {(error: ProtocolError) => void} [handlers.onError] the server refused the
-   *   subscription (e.g. forbidden, not_found); it is dropped
+   *   subscription (e.g. forbidden, not_found) or ended it (an `unsubscribe` push
+   *   after a ban or a kick); either way it is dropped
    */
   subscribe(ch, handlers) {
     if (this.channels.has(ch)) throw new Error(`already subscribed to ${ch}`);
@@ -226,8 +231,13 @@ export class LiveClient {
   }
 
   unsubscribe(ch) {
-    if (!this.channels.delete(ch)) return;
-    if (this.isOpen) this.request('unsubscribe', { ch }).catch(() => {});
+    if (!this.channels.delete(ch) || !this.isOpen) return;
+    const done = this.request('unsubscribe', { ch })
+      .catch(() => {})
+      .finally(() => {
+        if (this.leaving.get(ch) === done) this.leaving.delete(ch);
+      });
+    this.leaving.set(ch, done);
   }
 
   /** Last delivered offset and epoch of a channel, or null when not subscribed. */
@@ -330,15 +340,15 @@ export class LiveClient {
   }
 
   /** Give up on a socket that stopped answering and reconnect without waiting for TCP. */
-  abandon(socket) {
-    if (socket !== this.socket) return;
+  abandon(socket, reason) {
+    if (socket === null || socket !== this.socket) return;
     detach(socket);
     try {
-      socket.close(4000, 'ping timeout');
+      socket.close(4000, reason);
     } catch (error) {
       console.warn('livemart: close failed', error);
     }
-    this.handleClose(socket, null, 'ping timeout');
+    this.handleClose(socket, null, reason);
   }
 
   schedulePing() {
@@ -351,7 +361,7 @@ export class LiveClient {
           if (socket === this.socket) this.schedulePing();
         },
         (error) => {
-          if (error.code === 'timeout') this.abandon(socket);
+          if (error.code === 'timeout') this.abandon(socket, 'ping timeout');
           else if (socket === this.socket) this.schedulePing(); // an error reply is still a reply
         },
       );
@@ -392,6 +402,15 @@ export class LiveClient {
   sendSubscribe(channel) {
     channel.phase = 'subscribing';
     channel.buffer = [];
+    const leaving = this.leaving.get(channel.ch);
+    if (leaving) {
+      // The server may run commands concurrently: a subscribe that overtook our
+      // unsubscribe of the same channel would be refused as a duplicate.
+      leaving.then(() => {
+        if (this.channels.get(channel.ch) === channel && this.isOpen) this.sendSubscribe(channel);
+      });
+      return;
+    }
     channel.token += 1;
     const token = channel.token;
     const args = { ch: channel.ch };
@@ -436,17 +455,28 @@ export class LiveClient {
       this.call(channel, 'onError', error);
       return;
     }
-    // A timeout on a live socket: try again later; a dropped socket resubscribes on open.
-    if (error.code !== 'disconnected' && this.isOpen) {
+    if (error.code === 'timeout') {
+      // The outcome is unknown (a second subscribe would be refused as a duplicate):
+      // a socket this slow to answer is replaced, and every channel starts clean.
+      this.abandon(this.socket, 'subscribe timeout');
+    } else if (error.code === 'unavailable' && this.isOpen) {
       this.timers.setTimeout(() => {
         if (this.channels.get(channel.ch) === channel && this.isOpen) this.sendSubscribe(channel);
       }, this.backoff.initialMs);
     }
+    // `disconnected`: every channel is subscribed again when the next socket opens.
   }
 
   routePush(push) {
     const channel = this.channels.get(push.ch);
     if (!channel) return;
+    if (push.ev === 'unsubscribe') {
+      // The server removed us (ban, kick from a group): do not come back on reconnect.
+      const data = push.data ?? {};
+      this.channels.delete(push.ch);
+      this.call(channel, 'onError', new ProtocolError(String(data.code || 'forbidden'), data.reason));
+      return;
+    }
     // Pushes that overtake the subscribe reply wait until its snapshot is applied.
     if (channel.phase === 'active') this.deliver(channel, push);
     else channel.buffer.push(push);

@@ -18,13 +18,15 @@ export function roomFromState(state) {
     hostId: state.host_id === undefined || state.host_id === null ? null : String(state.host_id),
     viewers: numberFrom(state.viewers, 'count'),
     likes: numberFrom(state.likes, 'total'),
-    pinned: productFrom(state.pinned),
+    pinned: null,
     sales: new Map(),
     comments: [],
-    stream: streamFrom(state.stream),
+    // Rooms report the stream in `status` (live | offline | ended); `stream` is accepted too.
+    stream: streamFrom(state.stream ?? state.status),
   };
   const sales = state.sales ?? state.active_sales ?? [];
   for (const sale of Array.isArray(sales) ? sales : Object.values(sales)) addSale(room, sale);
+  pin(room, state.pinned);
   const comments = state.comments ?? state.last_comments ?? [];
   if (Array.isArray(comments)) {
     room.comments = comments.filter(isObject).map((c) => commentFrom(c, c.off)).slice(-MAX_COMMENTS);
@@ -57,7 +59,7 @@ export function applyPush(room, push) {
       room.viewers = numberFrom(data.count);
       return { kind: 'viewers' };
     case 'pin':
-      room.pinned = productFrom(data.product);
+      pin(room, data.product);
       return { kind: 'offer' };
     case 'unpin':
       room.pinned = null;
@@ -110,6 +112,13 @@ export function currentOffer(room) {
 export function remainingOf(sale) {
   if (typeof sale.remaining === 'number') return sale.remaining;
   return typeof sale.stock === 'number' ? sale.stock : null;
+}
+
+/** Pin a product; a pinned product may carry its running sale, which joins the sales. */
+function pin(room, product) {
+  room.pinned = productFrom(product);
+  const sale = room.pinned?.sale;
+  if (isObject(sale) && !room.sales.has(String(sale.id))) addSale(room, sale);
 }
 
 function addSale(room, sale) {

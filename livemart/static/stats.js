@@ -37,8 +37,12 @@ export function labelFor(path) {
 }
 
 function valueText(path, value, currency) {
-  const inCents = path.some((part) => part.endsWith('_cents')) || path[0] === 'gmv';
-  if (inCents) return formatMoney(value, currency);
+  const inCents = path.some((part) => part.endsWith('_cents') || part.startsWith('gmv'));
+  if (inCents) {
+    // `gmv_by_currency: {EUR: 1234}` names the currency in the key.
+    const byCurrency = path.length > 1 && path[path.length - 2].endsWith('by_currency');
+    return formatMoney(value, byCurrency ? path[path.length - 1] : currency);
+  }
   const isRatio = path.some((part) => part.includes('conversion') || part.endsWith('rate'));
   if (isRatio && value >= 0 && value <= 1) return formatPercent(value);
   return value.toLocaleString();

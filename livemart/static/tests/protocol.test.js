@@ -80,10 +80,13 @@ describe('frames', () => {
     assert.equal(backoffDelay(10, opts, () => 0.999999), 4000);
   });
 
-  test('group events other than messages may repeat the last seq', () => {
+  test('ephemeral events repeat the last offset without being duplicates', () => {
     assert.equal(isDuplicate(push('room:1', 5), 5), true);
     assert.equal(isDuplicate(push('room:1', 6), 5), false);
+    assert.equal(isDuplicate(push('room:1', 5, 'likes'), 5), false);
+    assert.equal(isDuplicate(push('room:1', 5, 'viewers'), 5), false);
     assert.equal(isDuplicate(push('group:1', 5, 'message'), 5), true);
+    assert.equal(isDuplicate(push('group:1', 5, 'announcement'), 5), true);
     assert.equal(isDuplicate(push('group:1', 5, 'member.join'), 5), false);
     assert.equal(isDuplicate(push('room:1', 1), null), false);
   });
@@ -180,7 +183,8 @@ describe('pushes', () => {
     socket.serverSend(push('room:1', 4));
     socket.serverSend([push('room:1', 4), push('room:1', 5), push('room:2', 1)]);
     socket.serverSend(push('room:1', 3)); // already in the snapshot
-    assert.deepEqual(seen.pushes.map((p) => p.off), [4, 5]);
+    socket.serverSend(push('room:1', 5, 'likes', { total: 11 })); // a total reuses the last offset
+    assert.deepEqual(seen.pushes.map((p) => `${p.ev}@${p.off}`), ['comment@4', 'comment@5', 'likes@5']);
     assert.deepEqual(client.position('room:1'), { off: 5, epoch: 'e1' });
   });
 
@@ -229,6 +233,37 @@ describe('pushes', () => {
     await settle();
     assert.deepEqual(errors, ['not_member']);
     assert.equal(client.position('group:9'), null);
+  });
+
+  test('an unsubscribe push from the server ends the subscription for good', async () => {
+    const client = openClient();
+    const seen = await subscribed(client, 'room:1', { off: 4, epoch: 'e', recovered: false, state: {} });
+    const socket = ScriptedSocket.last();
+    socket.serverSend({ ch: 'room:1', ev: 'unsubscribe', off: 0, data: { code: 'banned', reason: 'banned by the host' } });
+    socket.serverSend(push('room:1', 5));
+    assert.deepEqual(seen.errors.map((e) => [e.code, e.message]), [['banned', 'banned by the host']]);
+    assert.equal(seen.pushes.length, 0);
+    socket.serverClose(1006);
+    clock.advance(400);
+    ScriptedSocket.last().serverOpen();
+    assert.equal(ScriptedSocket.last().sentOps('subscribe').length, 0);
+  });
+
+  test('subscribing again waits until the server answered the unsubscribe', async () => {
+    const client = openClient();
+    const seen = await subscribed(client, 'group:1', { off: 3, epoch: 'e', recovered: false, state: { unread: 0 } });
+    client.unsubscribe('group:1');
+    const again = { states: [] };
+    client.subscribe('group:1', { onState: (state) => again.states.push(state) });
+    const socket = ScriptedSocket.last();
+    assert.equal(socket.sentOps('subscribe').length, 1);
+    socket.reply('unsubscribe', {});
+    await settle();
+    assert.equal(socket.sentOps('subscribe').length, 2);
+    socket.reply('subscribe', { off: 4, epoch: 'e', recovered: false, state: { unread: 1 } });
+    await settle();
+    assert.deepEqual(again.states, [{ unread: 1 }]);
+    assert.equal(seen.states.length, 1);
   });
 
   test('unsubscribe stops delivery and tells the server', async () => {
@@ -355,6 +390,31 @@ describe('reconnect and recovery', () => {
     clock.advance(2000);
     assert.equal(socket.sentOps('ping').length, 2);
     assert.equal(socket.closedWith, null);
+  });
+
+  test('an unanswered subscribe replaces the socket instead of subscribing twice', async () => {
+    const client = openClient();
+    client.subscribe('room:1', {});
+    const first = ScriptedSocket.last();
+    clock.advance(1000);
+    await settle();
+    assert.equal(first.closedWith.code, 4000);
+    assert.equal(first.sentOps('subscribe').length, 1);
+    clock.advance(400);
+    ScriptedSocket.last().serverOpen();
+    assert.equal(ScriptedSocket.last().sentOps('subscribe').length, 1);
+  });
+
+  test('a subscribe refused as unavailable is retried on the same socket', async () => {
+    const client = openClient();
+    const seen = { errors: [] };
+    client.subscribe('room:1', { onError: (e) => seen.errors.push(e) });
+    const socket = ScriptedSocket.last();
+    socket.serverSend({ id: socket.sentOps('subscribe')[0].id, error: { code: 'unavailable' } });
+    await settle();
+    clock.advance(400);
+    assert.equal(socket.sentOps('subscribe').length, 2);
+    assert.deepEqual(seen.errors, []);
   });
 
   test('events from a replaced socket are ignored', async () => {

@@ -23,7 +23,10 @@ test('a snapshot becomes a room', () => {
   assert.equal(room.likes, 40);
   assert.deepEqual(room.comments.map((c) => [c.off, c.userId, c.name, c.text]), [[7, '1', 'Ann', 'hello']]);
   assert.equal(room.sales.size, 2);
-  assert.equal(room.stream, 'unknown');
+  assert.equal(room.stream, 'live');
+  assert.equal(roomFromState({ status: 'offline' }).stream, 'offline');
+  assert.equal(roomFromState({ status: 'ended', stream: { status: 'offline' } }).stream, 'offline');
+  assert.equal(roomFromState({}).stream, 'unknown');
 });
 
 test('counters and the stream follow their events', () => {
@@ -92,4 +95,13 @@ test('a purchase reads as a sentence, with defaults for missing names', () => {
 test('stock for an unknown sale changes nothing', () => {
   const room = roomFromState(snapshot);
   assert.equal(applyPush(room, { ev: 'stock', off: 8, data: { sale_id: 77, remaining: 1 } }), null);
+});
+
+test('a pinned product may bring its sale along', () => {
+  const room = roomFromState({ pinned: { id: 'p', title: 'Cup', sale: { id: 's', product_id: 'p', remaining: 4 } }, sales: [] });
+  assert.equal(currentOffer(room).sale.id, 's');
+  applyPush(room, { ev: 'stock', off: 2, data: { sale_id: 's', remaining: 3 } });
+  assert.equal(remainingOf(currentOffer(room).sale), 3);
+  applyPush(room, { ev: 'sale.end', off: 3, data: { sale_id: 's' } });
+  assert.equal(currentOffer(room).sale, null);
 });

@@ -30,6 +30,14 @@ test('known figures come first, with money and ratios formatted', () => {
   assert.equal(byKey['orders_by_source.room'], '3');
 });
 
+test('GMV per currency is money in that currency', () => {
+  const rows = statRows({ gmv_cents: 0, currency: null, gmv_by_currency: { EUR: 1234 } });
+  const byKey = Object.fromEntries(rows.map((r) => [r.key, r.value]));
+  assert.equal(byKey.gmv_cents, '0.00');
+  assert.match(byKey['gmv_by_currency.EUR'], /12\.34/);
+  assert.match(byKey['gmv_by_currency.EUR'], /€|EUR/);
+});
+
 test('nothing useful gives no rows', () => {
   assert.deepEqual(statRows(null), []);
   assert.deepEqual(statRows({ title: 'x' }), []);
