@@ -235,12 +235,20 @@ export function mountRoom(ctx, view, { roomId }) {
   const moderationStatus = h('p', { id: 'moderation-status', class: 'inline-message', role: 'status', hidden: true });
   const commentList = h('ol', { id: 'host-comment-list', class: 'comment-list moderated', role: 'log', 'aria-label': 'Live comments' });
   const comments = new CommentList(commentList, moderationButtons);
+  const slowMode = h('input', { id: 'slow-mode-input', type: 'number', min: '0', max: '3600', value: '0', inputMode: 'numeric' });
+  const slowModeForm = h(
+    'form',
+    { id: 'slow-mode-form', class: 'row', on: { submit: onSlowMode } },
+    field('Slow mode: seconds between comments per viewer (0 = off)', slowMode),
+    h('button', { id: 'slow-mode-button', type: 'submit', class: 'secondary', text: 'Set' }),
+  );
   const moderationPanel = h(
     'section',
     { class: 'panel', 'aria-labelledby': 'moderation-heading' },
     h('h2', { id: 'moderation-heading', text: 'Comments' }),
     commentList,
     moderationStatus,
+    slowModeForm,
   );
 
   replace(view, h('div', { class: 'host-grid' }, header, livePanel, statsPanel, productsPanel, moderationPanel));
@@ -265,6 +273,7 @@ export function mountRoom(ctx, view, { roomId }) {
   live.subscribe(ch, {
     onState(state) {
       room = roomFromState(state);
+      if (typeof state.slow_mode === 'number') slowMode.value = String(state.slow_mode);
       if (room.title) title.textContent = room.title;
       roomStatus.textContent = room.status;
       setNumber(viewersNow, room.viewers);
@@ -458,6 +467,21 @@ export function mountRoom(ctx, view, { roomId }) {
       await live.request('moderate', { room: roomId, user_id: comment.userId, action, ...extra });
       const done = { delete_comment: 'Comment deleted', mute: `${comment.name} muted for 5 minutes`, ban: `${comment.name} banned` }[action];
       say(moderationStatus, done, 'success');
+    } catch (error) {
+      say(moderationStatus, errorText(error));
+    }
+  }
+
+  async function onSlowMode(event) {
+    event.preventDefault();
+    const seconds = Number.parseInt(slowMode.value, 10);
+    if (!Number.isInteger(seconds) || seconds < 0) {
+      say(moderationStatus, 'Enter a number of seconds, 0 to turn slow mode off.');
+      return;
+    }
+    try {
+      await live.request('moderate', { room: roomId, action: 'slow_mode', seconds });
+      say(moderationStatus, seconds ? `Slow mode: one comment per ${seconds} s` : 'Slow mode off', 'success');
     } catch (error) {
       say(moderationStatus, errorText(error));
     }
