@@ -43,6 +43,8 @@ class Plan:
     sale_id: str | int | None = None
     stock: int = 0
     per_user_limit: int = 1
+    sample_every: int = 1
+    """Latency is recorded for every n-th delivery of a counting connection (counts stay exact)."""
     setup_errors: dict[str, int] = field(default_factory=dict)
     """Setup calls refused for single members (e.g. group joins); they are left out."""
 

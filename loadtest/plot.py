@@ -35,8 +35,8 @@ def series(seconds: dict[int, tuple[int, HdrHistogram]]) -> Series:
 
 
 def _ms(histogram: HdrHistogram | None, percentile: float) -> float:
-    if histogram is None:
-        return math.nan
+    if histogram is None or histogram.get_total_count() == 0:
+        return math.nan  # no delivery that second, or none of its deliveries was sampled
     return float(histogram.get_value_at_percentile(percentile)) / 1000
 
 

@@ -84,24 +84,46 @@ class Recorder:
         self.extra: dict[str, Any] = {}
         self.start = 0.0
         self.last_delivery = 0.0
+        self.counted_total = 0
+        """Deliveries counted from raw streams whose lanes are not in `delivered` yet."""
 
     def error(self, code: str) -> None:
         self.errors[code] += 1
 
     def delivery(self, lane: str, sent_us: int, received_us: int) -> None:
         """One message received; latency counts from when it was due, not when it left."""
-        latency = received_us - sent_us
-        record_us(self.histograms["latency"], latency)
         self.delivered[lane] += 1
+        self._observe(1, [(lane, sent_us)], received_us)
+
+    def counted(self, found: int, samples: list[tuple[str, int]], received_us: int) -> None:
+        """`found` deliveries read at once from a raw stream, with the latency of `samples`.
+
+        Their lanes reach `delivered` at the end (`add_counts`); the running total and the
+        per-second counts are kept live, for progress and the plot.
+        """
+        self.counted_total += found
+        self._observe(found, samples, received_us)
+
+    def _observe(self, found: int, samples: list[tuple[str, int]], received_us: int) -> None:
         now = received_us / 1e6
         self.last_delivery = now
         second = int(now - self.start) if now > self.start else 0
         count, histogram = self.seconds.get(second) or (0, new_histogram(SECOND_FIGURES))
-        record_us(histogram, latency)
-        self.seconds[second] = (count + 1, histogram)
+        for _lane, sent_us in samples:
+            latency = received_us - sent_us
+            record_us(self.histograms["latency"], latency)
+            record_us(histogram, latency)
+        self.seconds[second] = (count + found, histogram)
+
+    def add_counts(self, lanes: dict[str, int]) -> None:
+        """Fold a stream counter's per-lane totals into `delivered`."""
+        for lane, count in lanes.items():
+            if count:
+                self.delivered[lane] += count
+                self.counted_total -= count
 
     def total_delivered(self) -> int:
-        return sum(self.delivered.values())
+        return sum(self.delivered.values()) + self.counted_total
 
     def report(self, *, sends_end: float, connect_s: float, cpu_s: float, cpu_peak: float) -> WorkerReport:
         return WorkerReport(

@@ -91,6 +91,11 @@ def build(
         # The busiest worker's busiest second (1.0 = a whole core): catches bursts, such as
         # a backlog arriving after a stall, that the average hides.
         "generator_cpu_peak": round(totals.cpu_peak, 3),
+        # Latency comes from every n-th delivery of listening connections; counts are exact.
+        "latency_sample": {
+            "every": plan.sample_every,
+            "samples": totals.histograms["latency"].get_total_count(),
+        },
         "url": plan.http_url,
         "protocol": plan.protocol,
         "workers": plan.workers,

@@ -16,16 +16,22 @@ import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from websockets.exceptions import ConnectionClosed
 
+from loadtest import frames
+from loadtest.counting import MarkerCounter
 from loadtest.plan import Member, Plan
+from loadtest.rawclient import HandshakeFailed, RawConnection
 from loadtest.scenarios import SCENARIOS
 from loadtest.scenarios.base import REPLY_TIMEOUT_S, Driver, error_code
 from loadtest.schedule import run_open_loop
 from loadtest.stats import Recorder, WorkerReport, now_us, record_us
 from loadtest.tokens import mint
 from loadtest.wsclient import Client, ReplyTimeout, connect_error_code
+
+SUBSCRIBE_ID = 1
 
 CONNECT_CONCURRENCY = 100
 """Handshakes in flight at once per worker."""
@@ -65,6 +71,13 @@ def _run(coro: Any) -> WorkerReport:
         return result
 
 
+def listen_error_code(exc: BaseException) -> str:
+    """`connect_error_code` for the raw client's exceptions."""
+    if isinstance(exc, HandshakeFailed):
+        return f"connect_http_{exc.status}" if exc.status else "connect_handshake"
+    return connect_error_code(exc)
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -82,6 +95,9 @@ class Worker:
         self.driver: Driver = self.scenario.driver(plan, self.rec, self.clients)
         self.inflight: set[asyncio.Task[None]] = set()
         self.cpu_peak = 0.0
+        self.listeners: list[RawConnection] = []
+        """Connections that only count markers (drivers with `count_only`)."""
+        self.stopping = False
 
     async def run(self) -> WorkerReport:
         connect_started = time.time()
@@ -171,6 +187,9 @@ class Worker:
 
     async def connect(self, member: Member) -> None:
         """Handshake and subscribe one member; count the failure if either fails."""
+        if self.driver.count_only:
+            await self.listen(member)
+            return
         token = mint(self.plan.secret, member.user_id, member.name, self.plan.token_ttl_s)
         began = now_us()
         try:
@@ -205,6 +224,61 @@ class Worker:
         self.rec.subscribed[member.channel] += 1
         self.clients.append(client)
 
+    async def listen(self, member: Member) -> None:
+        """Like `connect`, for a member that only counts what it receives (raw stream scan)."""
+        token = mint(self.plan.secret, member.user_id, member.name, self.plan.token_ttl_s)
+        subprotocol = frames.SUBPROTOCOLS[self.plan.protocol]
+        url = f"{self.plan.ws_url}?token={quote(token)}"
+        parts = urlsplit(url)
+        began = now_us()
+        try:
+            conn = await RawConnection.open(
+                parts.hostname or "", parts.port or 80, url, [subprotocol], timeout_s=OPEN_TIMEOUT_S
+            )
+        except Exception as exc:
+            self.rec.error(listen_error_code(exc))
+            return
+        if conn.subprotocol != subprotocol:
+            conn.abort()
+            self.rec.error("connect_handshake")
+            return
+        record_us(self.rec.histograms["connect"], now_us() - began)
+        command = {"id": SUBSCRIBE_ID, "op": "subscribe", "ch": member.channel}
+        conn.send(frames.encode(self.plan.protocol, command), text=self.plan.protocol == "json")
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                reply = await self.subscribe_reply(conn)
+        except (TimeoutError, ConnectionError, frames.BadFrame):
+            self.rec.error("subscribe_failed")
+            conn.abort()
+            return
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
+        code = error_code(reply)
+        if code is not None:
+            self.rec.error(f"subscribe_{code}")
+            conn.close()
+            return
+        self.rec.subscribed[member.channel] += 1
+        # A deterministic phase per connection spreads the latency sample over all of them.
+        conn.count(MarkerCounter(self.plan.sample_every, len(self.listeners)), self.counted)
+        conn.closed.add_done_callback(lambda _: self.lost(conn))
+        self.listeners.append(conn)
+
+    async def subscribe_reply(self, conn: RawConnection) -> dict[str, Any]:
+        while True:
+            for obj in frames.decode(self.plan.protocol, await conn.recv()):
+                if "ch" not in obj and obj.get("id") == SUBSCRIBE_ID:
+                    return obj
+
+    def counted(self, conn: RawConnection, found: int, samples: list[tuple[str, int]]) -> None:
+        self.rec.counted(found, samples, now_us())
+
+    def lost(self, conn: RawConnection) -> None:
+        if not self.stopping:
+            self.rec.error(f"closed_{conn.close_code or 1006}")
+
     async def report_progress(self) -> None:
         """Once a second: tell the parent how far we are, and note this second's CPU share."""
         last_wall, last_cpu = time.time(), cpu_seconds()
@@ -225,6 +299,11 @@ class Worker:
             )
 
     async def shutdown(self) -> None:
+        self.stopping = True
+        for conn in self.listeners:
+            if conn.counter is not None:
+                self.rec.add_counts(conn.counter.counts)
+            conn.close()
         await self.driver.close()
         closing = [asyncio.create_task(c.close()) for c in self.clients]
         if closing:

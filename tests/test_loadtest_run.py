@@ -45,3 +45,5 @@ def test_viewers_run_prints_one_summary_line(livemart: ProcessGroup, tmp_path: P
     latency = summary["latency_ms"]
     assert 0 <= latency["p50"] <= latency["p99"] <= latency["p999"] <= latency["max"]
     assert summary["generator_cpu"] is not None and summary["generator_cpu"] >= 0
+    # Viewers only listen, so they count raw bytes; at this rate every delivery is sampled.
+    assert summary["latency_sample"] == {"every": 1, "samples": summary["delivered"]}

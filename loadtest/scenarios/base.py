@@ -54,6 +54,9 @@ class Driver:
 
     parse_pushes = False
     """True when pushes must be decoded (the scenario reads fields beyond the marker)."""
+    count_only = False
+    """True when connections never send after subscribing: they then skip frame parsing
+    and count markers in the raw stream (`loadtest.counting`), sampling latency."""
 
     def __init__(self, plan: Plan, rec: Recorder, clients: list[Client]) -> None:
         self.plan = plan

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from loadtest import markers
+from loadtest.counting import sample_every
 from loadtest.httpclient import HttpClient, HttpError, HttpTimeout
 from loadtest.options import Options
 from loadtest.plan import Plan
@@ -32,7 +33,10 @@ class Viewers:
         token = mint(opts.secret, host_id, host_name, base.token_ttl(opts))
         rooms = await base.create_rooms(api, token, opts.rooms, run_id)
         members = base.room_members(run_id, opts.viewers, rooms)
-        return base.plan_for(opts, run_id, members, rooms=tuple(rooms))
+        # Each publish reaches one room's viewers; workers split the connections.
+        per_worker_s = opts.rate * opts.viewers / opts.rooms / opts.workers
+        every = sample_every(per_worker_s)
+        return base.plan_for(opts, run_id, members, rooms=tuple(rooms), sample_every=every)
 
     def driver(self, plan: Plan, rec: Recorder, clients: list[Client]) -> base.Driver:
         return Publisher(plan, rec, clients)
@@ -62,6 +66,8 @@ def publication(k: int, due: float, run_id: str) -> tuple[str, str, dict[str, An
 
 
 class Publisher(base.Driver):
+    count_only = True
+
     def __init__(self, plan: Plan, rec: Recorder, clients: list[Client]) -> None:
         super().__init__(plan, rec, clients)
         self.http = HttpClient(
