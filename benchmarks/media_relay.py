@@ -118,6 +118,8 @@ class Step:
     fps_min: float
     fps_median: float
     kbps_median: float
+    frames_delivered: int
+    """Frames all viewers received in the window."""
     delay_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -172,8 +174,9 @@ async def measure(
     server_after, client_after = server.cpu_times(), me.cpu_times()
     used_server = (server_after.user + server_after.system) - (server_cpu.user + server_cpu.system)
     used_client = (client_after.user + client_after.system) - (client_cpu.user + client_cpu.system)
-    rates = [(c.frames - f0) / wall for c, f0 in zip(counters, start_frames, strict=True)]
-    rates += [p.fps(started, ended) for p in probes]
+    received = [c.frames - f0 for c, f0 in zip(counters, start_frames, strict=True)]
+    received += [sum(started <= t < ended for t in p.arrivals) for p in probes]
+    rates = [n / wall for n in received]
     kbps = [(c.octets - o0) * 8 / wall / 1000 for c, o0 in zip(counters, start_octets, strict=True)]
     delays = [d * 1000 for p in probes for d in p.delays_between(started, ended)]
     return Step(
@@ -184,6 +187,7 @@ async def measure(
         fps_min=round(min(rates, default=0.0), 1),
         fps_median=round(statistics.median(rates) if rates else 0.0, 1),
         kbps_median=round(statistics.median(kbps) if kbps else 0.0),
+        frames_delivered=sum(received),
         delay_ms=(
             {
                 "p50": round(percentile(delays, 0.5)),
@@ -222,6 +226,13 @@ async def run(args: argparse.Namespace, port: int, server: psutil.Process) -> di
         finally:
             await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
     base, per_viewer = fit_slope([float(s.viewers) for s in steps], [s.server_cpu_pct for s in steps])
+    # Cost per forwarded frame above the publisher-only baseline, scaled to the nominal
+    # frame rate: still meaningful when a loaded machine delivered fewer frames.
+    per_frame = [
+        (s.server_cpu_pct - steps[0].server_cpu_pct) / 100 * args.seconds / s.frames_delivered
+        for s in steps[1:]
+        if s.frames_delivered
+    ]
     return {
         "scenario": "media_relay",
         "resolution": f"{args.width}x{args.height}",
@@ -230,6 +241,7 @@ async def run(args: argparse.Namespace, port: int, server: psutil.Process) -> di
         "server_cpu_pct_base": round(base, 2),
         "server_cpu_pct_per_viewer": round(per_viewer, 3),
         "viewers_per_core": int((100 - base) / per_viewer) if per_viewer > 0 else None,
+        "server_cpu_pct_per_viewer_by_frames": [round(c * args.fps * 100, 3) for c in per_frame],
         "whep_setup_ms": {
             "p50": round(1000 * percentile(setup_s, 0.5)),
             "max": round(1000 * max(setup_s)),

@@ -420,3 +420,25 @@ async def test_bad_offers(stack: Stack) -> None:
     )
     assert two_videos.status_code == 406
     assert ROOM not in stack.relay._rooms  # refused offers leave no publisher behind
+
+
+async def test_damaged_offers_get_a_client_error_never_a_crash(stack: Stack) -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    stack.peers.append(pc)
+    pc.addTransceiver("audio", direction="sendonly")
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    lines = pc.localDescription.sdp.splitlines()
+    damaged = [lines[:i] + lines[i + 1 :] for i in range(len(lines))]  # each line dropped
+    damaged += [lines[:i] for i in range(1, len(lines), 7)]  # truncated
+    damaged += [[line.replace(":", "", 1) for line in lines]]  # every attribute mangled
+    headers = {"Content-Type": "application/sdp", **bearer("alice")}
+    statuses = set()
+    for variant in damaged:
+        body = "\r\n".join(variant) + "\r\n"
+        response = await stack.client.post(f"/whip/{ROOM}", content=body, headers=headers)
+        statuses.add(response.status_code)
+        assert response.status_code in (201, 400, 406), (response.status_code, response.text)
+        if response.status_code == 201:
+            await stack.client.delete(response.headers["location"], headers=bearer("alice"))
+    assert {400, 201} <= statuses

@@ -32,10 +32,6 @@ class Broadcast:
         self._keyframes = KeyframeThrottle(request_keyframe, KEYFRAME_INTERVAL_S)
         self._mismatch_logged: set[str] = set()
 
-    @property
-    def keyframe_requests(self) -> int:
-        return self._keyframes.sent
-
     def request_keyframe(self) -> None:
         """Forward a viewer's PLI/FIR; coalesced with everyone else's."""
         self._keyframes.request()

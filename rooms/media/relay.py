@@ -127,6 +127,8 @@ class MediaRelay:
             _, pending = await asyncio.wait(ends, timeout=CLOSE_TIMEOUT_S)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         await self._tasks.close(CLOSE_TIMEOUT_S)
         await self._status.drain()
 
@@ -171,7 +173,8 @@ class MediaRelay:
     def _on_state(self, session: Session) -> None:
         state = session.pc.connectionState
         if state in ("failed", "closed"):
-            self._tasks.spawn(self._end(session))
+            if not session.ended:
+                self._tasks.spawn(self._end(session))
             return
         room = self._rooms.get(session.room_id)
         if state != "connected" or session.ended or room is None:
@@ -223,4 +226,7 @@ class MediaRelay:
         if room.live:
             room.live = False
             self._status.notify(publisher.room_id, "offline")
-        await asyncio.gather(*(s.pc.close() for s in sessions))
+        results = await asyncio.gather(*(s.pc.close() for s in sessions), return_exceptions=True)
+        for session, result in zip(sessions, results, strict=True):
+            if isinstance(result, Exception):
+                logger.warning("closing %s %s failed: %r", session.role, session.id, result)
