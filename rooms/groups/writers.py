@@ -1,0 +1,369 @@
+"""The write path's SQL, one implementation per dialect behind one small interface.
+
+Each sequencer worker owns one :class:`Writer` (one connection) and runs a batch as:
+``try_lock`` → ``transaction`` { ``lock_groups`` → ``members`` / ``client_ids`` /
+``targets`` → ``store`` } → publish → ``unlock``. The batch logic in the
+sequencer is the same for every dialect; only these statements differ.
+
+* :class:`PostgresWriter` talks to asyncpg directly with fixed statements that take
+  arrays (``unnest``), so a batch of any size is a handful of prepared statements
+  and no per-row work in Python beyond building columns. The SQLAlchemy path cost
+  about 0.4 ms of CPU per message here, which capped a process near 1,000 sends/s.
+  It also owns the cross-process publish order: session advisory locks per group.
+* :class:`SqlWriter` uses SQLAlchemy Core on the shared engine (SQLite): one
+  process writes, so there is nothing to lock across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from realtime.storage import Database
+
+from . import rules
+from .tables import groups, members, messages
+
+#: First key of every advisory lock taken here ("lmgr"), so other users of
+#: pg_advisory_lock in the same database pick other classes.
+LOCK_CLASS = 0x6C6D6772
+#: Advisory keys are 32-bit; group ids wrap into them (a collision only serializes two groups).
+KEY_MOD = 2**31 - 1
+#: Bound on connecting and on each statement, so an unreachable database fails sends quickly.
+PG_TIMEOUT_S = 5.0
+
+GroupState = dict[int, tuple[int, bool]]
+"""group id -> (last seq, muted_all), for the groups locked by this batch."""
+
+
+@dataclass(slots=True)
+class Changes:
+    """Everything one batch writes, in one transaction."""
+
+    #: New messages, as rows of the messages table.
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: (group id, recalled seq, seq of the tombstone).
+    recalls: list[tuple[int, int, int]] = field(default_factory=list)
+    #: group id -> its new last seq.
+    last_seq: dict[int, int] = field(default_factory=dict)
+    #: (group id, user id) -> the seq of their last message here: posting reads up to it.
+    read_upto: dict[tuple[int, str], int] = field(default_factory=dict)
+
+
+class Writer(Protocol):
+    async def try_lock(self, ids: list[int]) -> set[int]:
+        """The ids whose cross-process publish lock this writer now holds (none waited for)."""
+
+    async def wait_lock(self, group_id: int) -> None:
+        """Wait for one group's publish lock (call while holding no other)."""
+
+    async def unlock(self) -> None: ...
+
+    def transaction(self) -> Any:
+        """An async context manager: commit on success, roll back on error."""
+
+    async def lock_groups(self, ids: list[int]) -> GroupState:
+        """Lock the groups' rows for this transaction; missing groups are left out."""
+
+    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]: ...
+
+    async def client_ids(self, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], int]:
+        """(group, sender, client_msg_id) -> seq of those already stored."""
+
+    async def targets(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], rules.Sent]:
+        """The stored messages that recalls in this batch point at."""
+
+    async def store(self, changes: Changes) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the database is unreachable (tell clients ``unavailable``)."""
+
+
+async def open_writer(db: Database) -> Writer:
+    if db.dialect == "postgresql":
+        return await PostgresWriter.connect(db.url)
+    return await SqlWriter.connect(db)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+_TRY_LOCK = "SELECT g FROM unnest($1::bigint[]) AS t(g) WHERE pg_try_advisory_lock($2, (g % $3)::int)"
+_WAIT_LOCK = "SELECT pg_advisory_lock($1, ($2::bigint % $3)::int)"
+_UNLOCK = "SELECT pg_advisory_unlock_all()"
+# FOR NO KEY UPDATE conflicts with joins and kicks (they update the row) but not with
+# the foreign-key checks of the inserts below.
+_LOCK_GROUPS = (
+    "SELECT id, last_seq, muted_all FROM chat_groups WHERE id = ANY($1::bigint[]) FOR NO KEY UPDATE"
+)
+_MEMBERS = """
+SELECT m.group_id, m.user_id, m.role, m.muted_until
+FROM group_members m JOIN unnest($1::bigint[], $2::text[]) AS p(g, u)
+  ON m.group_id = p.g AND m.user_id = p.u
+"""
+_CLIENT_IDS = """
+SELECT m.group_id, m.sender_id, m.client_msg_id, m.seq
+FROM group_messages m JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(g, u, c)
+  ON m.group_id = k.g AND m.client_msg_id = k.c AND m.sender_id = k.u
+"""
+_TARGETS = """
+SELECT m.group_id, m.seq, m.sender_id, m.kind, m.created_at, m.recalled_seq
+FROM group_messages m JOIN unnest($1::bigint[], $2::bigint[]) AS t(g, s)
+  ON m.group_id = t.g AND m.seq = t.s
+"""
+# One round trip stores the whole batch: messages, recalls, last seqs, read cursors.
+_STORE = """
+WITH recalled AS (
+  UPDATE group_messages m SET recalled_seq = r.b, text = '', ref = NULL
+  FROM unnest($10::bigint[], $11::bigint[], $12::bigint[]) AS r(g, s, b)
+  WHERE m.group_id = r.g AND m.seq = r.s
+  RETURNING 1
+), heads AS (
+  UPDATE chat_groups c SET last_seq = h.s
+  FROM unnest($13::bigint[], $14::bigint[]) AS h(g, s)
+  WHERE c.id = h.g
+  RETURNING 1
+), cursors AS (
+  UPDATE group_members m SET read_seq = x.s
+  FROM unnest($15::bigint[], $16::text[], $17::bigint[]) AS x(g, u, s)
+  WHERE m.group_id = x.g AND m.user_id = x.u AND m.read_seq < x.s
+  RETURNING 1
+)
+INSERT INTO group_messages
+  (group_id, seq, sender_id, sender_name, kind, text, ref, client_msg_id, created_at)
+SELECT g, s, u, n, k, t, r::json, c, ts
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::float8[]) AS x(g, s, u, n, k, t, r, c, ts)
+"""
+
+_PG_OUTAGE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+)
+
+
+class PostgresWriter:
+    """A writer on its own asyncpg connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def connect(cls, url: str) -> PostgresWriter:
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(dsn, timeout=PG_TIMEOUT_S, command_timeout=PG_TIMEOUT_S)
+        return cls(conn)
+
+    async def try_lock(self, ids: list[int]) -> set[int]:
+        rows = await self._conn.fetch(_TRY_LOCK, ids, LOCK_CLASS, KEY_MOD)
+        return {int(r[0]) for r in rows}
+
+    async def wait_lock(self, group_id: int) -> None:
+        await self._conn.execute(_WAIT_LOCK, LOCK_CLASS, group_id, KEY_MOD)
+
+    async def unlock(self) -> None:
+        await self._conn.execute(_UNLOCK)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        async with self._conn.transaction():
+            yield
+
+    async def lock_groups(self, ids: list[int]) -> GroupState:
+        rows = await self._conn.fetch(_LOCK_GROUPS, ids)
+        return {int(r["id"]): (int(r["last_seq"]), bool(r["muted_all"])) for r in rows}
+
+    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
+        gs, us = _columns(pairs, 2)
+        rows = await self._conn.fetch(_MEMBERS, gs, us)
+        return {
+            (int(r["group_id"]), r["user_id"]): rules.Member(r["user_id"], r["role"], r["muted_until"])
+            for r in rows
+        }
+
+    async def client_ids(self, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], int]:
+        if not keys:
+            return {}
+        gs, us, cs = _columns(keys, 3)
+        rows = await self._conn.fetch(_CLIENT_IDS, gs, us, cs)
+        return {(int(r["group_id"]), r["sender_id"], r["client_msg_id"]): int(r["seq"]) for r in rows}
+
+    async def targets(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], rules.Sent]:
+        if not keys:
+            return {}
+        gs, ss = _columns(keys, 2)
+        rows = await self._conn.fetch(_TARGETS, gs, ss)
+        return {
+            (int(r["group_id"]), int(r["seq"])): rules.Sent(
+                int(r["seq"]), r["sender_id"], r["kind"], float(r["created_at"]), r["recalled_seq"]
+            )
+            for r in rows
+        }
+
+    async def store(self, changes: Changes) -> None:
+        rows = changes.rows
+        refs = [None if row["ref"] is None else orjson.dumps(row["ref"]).decode() for row in rows]
+        recalls = _columns(changes.recalls, 3)
+        heads = _columns(changes.last_seq.items(), 2)
+        cursors = _columns(((g, u, s) for (g, u), s in changes.read_upto.items()), 3)
+        await self._conn.execute(
+            _STORE,
+            [row["group_id"] for row in rows],
+            [row["seq"] for row in rows],
+            [row["sender_id"] for row in rows],
+            [row["sender_name"] for row in rows],
+            [row["kind"] for row in rows],
+            [row["text"] for row in rows],
+            refs,
+            [row["client_msg_id"] for row in rows],
+            [row["created_at"] for row in rows],
+            *recalls,
+            *heads,
+            *cursors,
+        )
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._conn.close(), PG_TIMEOUT_S)
+        except Exception:
+            self._conn.terminate()
+
+    def is_outage(self, exc: BaseException) -> bool:
+        return isinstance(exc, _PG_OUTAGE) or self._conn.is_closed()
+
+
+def _columns(items: Any, width: int) -> list[list[Any]]:
+    """Rows of ``width`` values as ``width`` column lists (for unnest)."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for item in items:
+        for column, value in zip(columns, item, strict=True):
+            column.append(value)
+    return columns
+
+
+# --- SQLite (and any other SQLAlchemy dialect) ------------------------------------------
+
+
+class SqlWriter:
+    """A writer on a connection of the shared engine, with SQLAlchemy Core statements."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def connect(cls, db: Database) -> SqlWriter:
+        return cls(await db.engine.connect())
+
+    async def try_lock(self, ids: list[int]) -> set[int]:
+        return set(ids)
+
+    async def wait_lock(self, group_id: int) -> None:
+        return None
+
+    async def unlock(self) -> None:
+        return None
+
+    def transaction(self) -> Any:
+        return self._conn.begin()
+
+    async def lock_groups(self, ids: list[int]) -> GroupState:
+        # A no-op update: on SQLite the first write takes the database's write lock,
+        # so every read after it in this transaction is current.
+        result = await self._conn.execute(
+            sa.update(groups)
+            .where(groups.c.id.in_(ids))
+            .values(last_seq=groups.c.last_seq)
+            .returning(groups.c.id, groups.c.last_seq, groups.c.muted_all)
+        )
+        return {int(r.id): (int(r.last_seq), bool(r.muted_all)) for r in result}
+
+    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
+        result = await self._conn.execute(
+            sa.select(members.c.group_id, members.c.user_id, members.c.role, members.c.muted_until).where(
+                sa.tuple_(members.c.group_id, members.c.user_id).in_(list(pairs))
+            )
+        )
+        return {(int(r.group_id), r.user_id): rules.Member(r.user_id, r.role, r.muted_until) for r in result}
+
+    async def client_ids(self, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], int]:
+        if not keys:
+            return {}
+        result = await self._conn.execute(
+            sa.select(
+                messages.c.group_id, messages.c.sender_id, messages.c.client_msg_id, messages.c.seq
+            ).where(
+                sa.tuple_(messages.c.group_id, messages.c.sender_id, messages.c.client_msg_id).in_(list(keys))
+            )
+        )
+        return {(int(r.group_id), r.sender_id, r.client_msg_id): int(r.seq) for r in result}
+
+    async def targets(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], rules.Sent]:
+        if not keys:
+            return {}
+        result = await self._conn.execute(
+            sa.select(
+                messages.c.group_id,
+                messages.c.seq,
+                messages.c.sender_id,
+                messages.c.kind,
+                messages.c.created_at,
+                messages.c.recalled_seq,
+            ).where(sa.tuple_(messages.c.group_id, messages.c.seq).in_(list(keys)))
+        )
+        return {
+            (int(r.group_id), int(r.seq)): rules.Sent(
+                int(r.seq), r.sender_id, r.kind, float(r.created_at), r.recalled_seq
+            )
+            for r in result
+        }
+
+    async def store(self, changes: Changes) -> None:
+        conn = self._conn
+        await conn.execute(sa.insert(messages), changes.rows)
+        if changes.recalls:
+            await conn.execute(
+                sa.update(messages)
+                .where(messages.c.group_id == sa.bindparam("g"), messages.c.seq == sa.bindparam("s"))
+                .values(recalled_seq=sa.bindparam("b"), text="", ref=None),
+                [{"g": g, "s": s, "b": b} for g, s, b in changes.recalls],
+            )
+        await conn.execute(
+            sa.update(groups).where(groups.c.id == sa.bindparam("g")).values(last_seq=sa.bindparam("s")),
+            [{"g": g, "s": s} for g, s in changes.last_seq.items()],
+        )
+        await conn.execute(
+            sa.update(members)
+            .where(
+                members.c.group_id == sa.bindparam("g"),
+                members.c.user_id == sa.bindparam("u"),
+                members.c.read_seq < sa.bindparam("s"),
+            )
+            .values(read_seq=sa.bindparam("s")),
+            [{"g": g, "u": u, "s": s} for (g, u), s in changes.read_upto.items()],
+        )
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    def is_outage(self, exc: BaseException) -> bool:
+        if isinstance(exc, (OperationalError, OSError, PoolTimeout)):
+            return True
+        return isinstance(exc, DBAPIError) and (
+            exc.connection_invalidated or "connection" in str(exc.orig).lower()
+        )
