@@ -1,0 +1,395 @@
+"""One fan-out load point against one server: N subscribers in one room, R messages/s.
+
+The generator side of `side_by_side.py`, run as its own process on its own core. It
+speaks each server's way of joining a room and publishing into it, then listens the same
+way everywhere: after the join, a connection stops parsing frames and counts markers in
+the raw byte stream (`loadtest.counting`), so one generator core outruns one server core.
+Counts are exact; latency is read from every n-th marker (n in the output).
+
+Publishing is open loop (message k is due at start + k / rate, whatever the replies do)
+and latency runs from that due time, as in `livemart loadtest`. Server CPU is read with
+psutil on the server's pid. Prints one JSON line.
+
+    python benchmarks/fanout_load.py --kind livemart --url http://127.0.0.1:8000 \
+        --server-pid 1234 --subscribers 1000 --rate 50 --duration 10
+    python benchmarks/fanout_load.py --kind socketio --url ... --server-pid ... --idle 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import psutil
+import uvloop
+from websockets.asyncio.client import ClientConnection, connect
+
+from loadtest import markers
+from loadtest.counting import MarkerCounter, sample_every
+from loadtest.httpclient import HttpClient, HttpError
+from loadtest.rawclient import RawConnection
+from loadtest.schedule import run_open_loop
+from loadtest.stats import new_histogram, now_us, record_us
+from loadtest.summary import percentiles_ms
+from loadtest.tokens import mint
+
+KINDS = ("livemart", "socketio", "ws")
+ROOM = "bench"
+CONNECT_CONCURRENCY = 100
+OPEN_TIMEOUT_S = 20.0
+JOIN_TIMEOUT_S = 20.0
+JOIN_ATTEMPTS = 3
+RETRY_DELAY_S = 0.2
+START_DELAY_S = 0.5
+QUIET_S = 1.0
+"""After the last send, this long without a delivery ends the drain early."""
+IDLE_SETTLE_S = 2.0
+
+
+class JoinRefused(Exception):
+    """The server answered the join with an error; the message is its code."""
+
+
+class Target:
+    """How one kind of server is joined and published to."""
+
+    sub_path = "/"
+    subprotocols: tuple[str, ...] = ()
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = HttpClient(url, max_connections=64, timeout=10.0)
+
+    async def prepare(self) -> None:
+        """Create what subscribers join (a room), if the server needs that."""
+
+    async def join(self, conn: RawConnection) -> None:
+        raise NotImplementedError
+
+    async def publish(self, data: dict[str, Any]) -> bool:
+        """Send one message into the room; True when the server accepted it."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+class Livemart(Target):
+    """Guests subscribe to `room:<id>` (public rooms need no token); the backend API publishes."""
+
+    sub_path = "/ws"
+    subprotocols = ("livemart.json",)
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.channel = ""
+        self.headers = {"X-API-Key": os.environ["LIVEMART_API_KEY"]}
+
+    async def prepare(self) -> None:
+        token = mint(os.environ["LIVEMART_SECRET"], "bench-host", "bench host", 3600)
+        response = await self.http.request("POST", "/api/rooms", token=token, json={"title": "bench"})
+        if not response.ok:
+            raise RuntimeError(f"POST /api/rooms -> {response.status}")
+        self.channel = f"room:{response.json()['id']}"
+
+    async def join(self, conn: RawConnection) -> None:
+        conn.send(orjson.dumps({"id": 1, "op": "subscribe", "ch": self.channel}), text=True)
+        while True:
+            message = orjson.loads(await conn.recv())
+            for obj in message if isinstance(message, list) else [message]:
+                if obj.get("id") == 1 and "ch" not in obj:
+                    if "ok" not in obj:
+                        raise JoinRefused(str(obj.get("error", {}).get("code", "unknown")))
+                    return
+
+    async def publish(self, data: dict[str, Any]) -> bool:
+        body = {"channel": self.channel, "event": "comment", "data": data}
+        response = await self.http.request("POST", "/api/publish", json=body, headers=self.headers)
+        return bool(response.ok)
+
+
+class SocketIO(Target):
+    """Engine.IO v4 over a bare WebSocket: open, connect to `/`, emit `join` with an ack."""
+
+    sub_path = "/socket.io/?EIO=4&transport=websocket"
+
+    async def join(self, conn: RawConnection) -> None:
+        await _expect(conn, b"0")  # engine.io open
+        conn.send(b"40", text=True)
+        await _expect(conn, b"40")  # namespace connected
+        conn.send(b'420["join","' + ROOM.encode() + b'"]', text=True)
+        await _expect(conn, b"430")  # the ack of join
+
+    async def publish(self, data: dict[str, Any]) -> bool:
+        body = {"room": ROOM, "event": "comment", "data": data}
+        response = await self.http.request("POST", "/publish", json=body)
+        return bool(response.ok)
+
+
+class Broadcast(Target):
+    """`/sub/<room>` to listen; one publisher connection on `/pub/<room>`."""
+
+    sub_path = f"/sub/{ROOM}"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.publisher: ClientConnection | None = None
+
+    async def prepare(self) -> None:
+        ws_url = "ws" + self.url.removeprefix("http") + f"/pub/{ROOM}"
+        self.publisher = await connect(ws_url, compression=None, ping_interval=None, proxy=None)
+
+    async def join(self, conn: RawConnection) -> None:
+        await _expect(conn, b"joined")
+
+    async def publish(self, data: dict[str, Any]) -> bool:
+        if self.publisher is None:
+            return False
+        await self.publisher.send(orjson.dumps({"ch": ROOM, "ev": "comment", "data": data}).decode())
+        return True
+
+    async def close(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close()
+        await super().close()
+
+
+TARGETS: dict[str, type[Target]] = {"livemart": Livemart, "socketio": SocketIO, "ws": Broadcast}
+
+
+async def _expect(conn: RawConnection, prefix: bytes) -> None:
+    """Read setup messages until one starts with `prefix` (pings and the like are skipped)."""
+    while not (await conn.recv()).startswith(prefix):
+        pass
+
+
+class Listeners:
+    """The subscribers: open and join them, then count what they receive."""
+
+    def __init__(self, target: Target, every: int) -> None:
+        self.target = target
+        self.every = every
+        self.conns: list[RawConnection] = []
+        self.errors: dict[str, int] = {}
+        self.delivered = 0
+        self.last_delivery = 0.0
+        self.latency = new_histogram()
+        self.stopping = False
+
+    async def open(self, count: int) -> float:
+        """Open and join `count` subscribers; returns the seconds it took."""
+        parts = urlsplit(self.target.url)
+        url = f"ws://{parts.netloc}{self.target.sub_path}"
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        began = time.monotonic()
+
+        async def one(index: int) -> None:
+            for attempt in range(JOIN_ATTEMPTS):
+                async with gate:
+                    conn = await self.join(parts.hostname or "", parts.port or 80, url)
+                if isinstance(conn, RawConnection):
+                    self.keep(conn, index)
+                    return
+                if conn != "unavailable" or attempt == JOIN_ATTEMPTS - 1:
+                    self.error(f"join_{conn}")
+                    return
+                # The contract's answer to `unavailable` is: retry. Count it, then do.
+                self.error("join_unavailable_retried")
+                await asyncio.sleep(RETRY_DELAY_S * (attempt + 1))
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return time.monotonic() - began
+
+    async def join(self, host: str, port: int, url: str) -> RawConnection | str:
+        """A joined connection, or the code of what failed."""
+        try:
+            conn = await RawConnection.open(
+                host, port, url, self.target.subprotocols, timeout_s=OPEN_TIMEOUT_S
+            )
+        except Exception as exc:
+            return f"connect_{type(exc).__name__}"
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT_S):
+                await self.target.join(conn)
+        except JoinRefused as exc:
+            conn.abort()
+            return str(exc)
+        except Exception as exc:
+            conn.abort()
+            return type(exc).__name__
+        return conn
+
+    def keep(self, conn: RawConnection, index: int) -> None:
+        """Switch a joined connection to counting; the index staggers its latency sample."""
+        conn.count(MarkerCounter(self.every, index), self.counted)
+        conn.closed.add_done_callback(lambda _: self.lost(conn))
+        self.conns.append(conn)
+
+    def counted(self, conn: RawConnection, found: int, samples: list[tuple[str, int]]) -> None:
+        self.delivered += found
+        received = now_us()
+        self.last_delivery = received / 1e6
+        for _lane, sent_us in samples:
+            record_us(self.latency, received - sent_us)
+
+    def lost(self, conn: RawConnection) -> None:
+        if not self.stopping:
+            self.error(f"closed_{conn.close_code or 1006}")
+
+    def error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def close(self) -> None:
+        self.stopping = True
+        for conn in self.conns:
+            conn.close()
+
+
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[str, Any]:
+    target = TARGETS[args.kind](args.url)
+    every = sample_every(args.subscribers * args.rate)
+    listeners = Listeners(target, every)
+    try:
+        await target.prepare()
+        connect_s = await listeners.open(args.subscribers)
+        subscribed = len(listeners.conns)
+        accepted = 0
+        failed = 0
+        inflight: set[asyncio.Task[None]] = set()
+
+        async def send(k: int, due: float) -> None:
+            nonlocal accepted, failed
+            data = {
+                "id": f"m{k}",
+                "user_id": "bench",
+                "name": "bench",
+                "text": f"{markers.make('comment', int(due * 1e6))} hello from the benchmark",
+                "ts": int(due * 1000),
+            }
+            try:
+                ok = await target.publish(data)
+            except (HttpError, OSError):
+                ok = False
+            if ok:
+                accepted += 1
+            else:
+                failed += 1
+
+        def fire(k: int, due: float) -> None:
+            task = asyncio.create_task(send(k, due))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+
+        start = time.time() + START_DELAY_S
+        await asyncio.sleep(START_DELAY_S)
+        server_cpu0, own_cpu0 = cpu_s(server), own_cpu_s()
+        sent = await run_open_loop(rate=args.rate, duration=args.duration, start=start, fire=fire)
+        sends_end = time.time()
+        server_cpu1, own_cpu1 = cpu_s(server), own_cpu_s()
+        deadline = sends_end + args.drain
+        if inflight:
+            await asyncio.wait(set(inflight), timeout=max(0.1, deadline - time.time()))
+        expected = accepted * subscribed
+        while time.time() < deadline and listeners.delivered < expected:
+            if time.time() - max(listeners.last_delivery, sends_end) >= QUIET_S:
+                break
+            await asyncio.sleep(0.05)
+        end = time.time()
+        server_cpu2 = cpu_s(server)
+        rss = server.memory_info().rss
+    finally:
+        listeners.close()
+        await target.close()
+    send_s = sends_end - start
+    window = max(send_s, listeners.last_delivery - start)
+    delivered = listeners.delivered
+    return {
+        "kind": args.kind,
+        "subscribers": subscribed,
+        "rate": args.rate,
+        "duration_s": round(send_s, 3),
+        "sent": sent,
+        "accepted": accepted,
+        "publish_failed": failed + len(inflight),
+        "expected": expected,
+        "delivered": delivered,
+        "delivered_per_s": round(delivered / window, 1) if window > 0 else None,
+        "delivery_ratio": round(delivered / expected, 4) if expected else None,
+        "latency_ms": percentiles_ms(listeners.latency),
+        "latency_sample": {"every": every, "samples": listeners.latency.get_total_count()},
+        "server_cpu": round((server_cpu1 - server_cpu0) / send_s, 3),
+        "server_cpu_s_per_million": round((server_cpu2 - server_cpu0) / delivered * 1e6, 3)
+        if delivered
+        else None,
+        "server_rss_mib": round(rss / 2**20, 1),
+        "generator_cpu": round((own_cpu1 - own_cpu0) / send_s, 3),
+        "drain_s": round(end - sends_end, 3),
+        "connect_s": round(connect_s, 3),
+        "errors": listeners.errors,
+    }
+
+
+async def idle_point(args: argparse.Namespace, server: psutil.Process) -> dict[str, Any]:
+    target = TARGETS[args.kind](args.url)
+    listeners = Listeners(target, 1)
+    try:
+        await target.prepare()
+        await asyncio.sleep(IDLE_SETTLE_S)
+        before = server.memory_info().rss
+        connect_s = await listeners.open(args.idle)
+        await asyncio.sleep(IDLE_SETTLE_S)
+        after = server.memory_info().rss
+    finally:
+        listeners.close()
+        await target.close()
+    joined = len(listeners.conns)
+    return {
+        "kind": args.kind,
+        "idle_connections": joined,
+        "rss_before_mib": round(before / 2**20, 1),
+        "rss_after_mib": round(after / 2**20, 1),
+        "rss_per_connection_kib": round((after - before) / joined / 1024, 2) if joined else None,
+        "connect_per_s": round(joined / connect_s, 1) if connect_s > 0 else None,
+        "errors": listeners.errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--url", required=True, help="server base URL, http://HOST:PORT")
+    parser.add_argument("--server-pid", type=int, required=True, help="pid whose CPU and RSS are read")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=10.0, help="messages per second into the room")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing")
+    parser.add_argument("--drain", type=float, default=5.0, help="max seconds to wait for late deliveries")
+    parser.add_argument(
+        "--idle", type=int, default=0, help="instead: open this many idle subscribers, report RSS"
+    )
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    server = psutil.Process(args.server_pid)
+    point = idle_point if args.idle else load_point
+    result = uvloop.run(point(args, server))
+    print(orjson.dumps(result).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
