@@ -165,6 +165,14 @@ async def test_view_has_the_last_comments_oldest_first_without_deleted_ones(setu
     assert (await state.view(room, 0)).comments == []
 
 
+async def test_a_comment_deleted_before_it_is_recorded_stays_deleted(setup: Setup) -> None:
+    state, room = setup.state, setup.room
+    await state.drop_comment(room, 8)  # the delete won the race against the record
+    await state.push_comment(room, {"off": 8, "text": "late"}, keep=4)
+    await state.push_comment(room, {"off": 9, "text": "kept"}, keep=4)
+    assert [c["off"] for c in (await state.view(room, 10)).comments] == [9]
+
+
 async def test_pin_and_status_show_in_the_view(setup: Setup) -> None:
     state, room = setup.state, setup.room
     await state.set_pin(room, "p-7")

@@ -3,7 +3,8 @@
 A like costs no I/O on the command path: it adds to a per-room number here. Each
 tick adds every room's sum to the shared total in one round trip and publishes the
 new total as an ephemeral ``likes {total}``, so a room with 10,000 likes a second
-still pushes at most one likes event per process per tick.
+still pushes at most one likes event per process per tick. Comment counts and the
+sets of watching and interacting users are flushed the same way.
 """
 
 from __future__ import annotations

@@ -94,6 +94,7 @@ class CommentPoster:
         )
         self._metrics.comments.labels("published").inc()
         self._activity.comment(room_id, user_id)
+        # In the snapshot's list before the author hears back (one batched Redis call).
         await self._state.push_comment(
             room_id, {"off": position.offset, **comment}, keep=self._settings.snapshot_comments
         )

@@ -75,6 +75,7 @@ class MemoryRoomState(RoomState):
         self._totals: dict[str, _Totals] = {}
         self._presence: dict[str, _Presence] = {}
         self._recent: dict[str, list[dict[str, Any]]] = {}
+        self._deleted: dict[str, set[int]] = {}
 
     async def _control(self, room_id: str) -> _Enforcement:
         state = self._enforcement.get(room_id)
@@ -171,11 +172,14 @@ class MemoryRoomState(RoomState):
         )
 
     async def push_comment(self, room_id: str, comment: Mapping[str, Any], keep: int) -> None:
+        if comment["off"] in self._deleted.get(room_id, ()):
+            return
         recent = self._recent.setdefault(room_id, [])
         recent.append(dict(comment))
         del recent[:-keep]
 
     async def drop_comment(self, room_id: str, off: int) -> None:
+        self._deleted.setdefault(room_id, set()).add(off)
         recent = self._recent.get(room_id)
         if recent:
             recent[:] = [c for c in recent if c["off"] != off]

@@ -4,8 +4,8 @@ Keys of room 7 all live under the hash tag ``{room:7}`` (next to the broker's hi
 of ``room:7``): ``ctl`` (enforcement hash), ``posters`` (per-user token bucket and last
 comment time), ``likes`` and ``comments`` (counters), ``seen`` and ``talk`` (sets of
 watching and interacting users), ``recent`` (the snapshot's comments), ``pres`` and
-``presx`` (per-process viewer counts and their expiry) and ``vstat`` (peak and the
-last announced count).
+``presx`` (per-process viewer counts and their expiry), ``vstat`` (peak and the
+last announced count) and ``deleted`` (offsets of deleted comments).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from realtime.errors import ProtocolError
 
 from . import scripts
+from .batching import Batcher
 from .records import ALLOWED, Audience, RoomStatus, RoomView, Verdict
 from .state import ControlLoader, RoomState
 
@@ -41,12 +42,14 @@ class RedisRoomState(RoomState):
         super().__init__(loader)
         self._redis = redis
         self._key = key
+        self._batch = Batcher(redis)
         self._admit = redis.register_script(scripts.ADMIT)
         self._load = redis.register_script(scripts.LOAD_CONTROL)
         self._update = redis.register_script(scripts.UPDATE_CONTROL)
         self._view = redis.register_script(scripts.VIEW)
         self._presence = redis.register_script(scripts.PRESENCE)
         self._drop = redis.register_script(scripts.DROP_COMMENT)
+        self._push = redis.register_script(scripts.PUSH_COMMENT)
 
     def _k(self, room_id: str, name: str) -> str:
         return self._key(f"room:{room_id}", name)
@@ -84,9 +87,11 @@ class RedisRoomState(RoomState):
     ) -> Verdict:
         keys = [self._k(room_id, "ctl"), self._k(room_id, "posters")]
         args = [user_id, 1 if is_host else 0, rate_per_s, burst]
-        verdict, wait_ms = await self._with_control(
-            room_id, lambda: self._admit(keys=keys, args=args), lambda reply: reply[0] == b"load"
-        )
+
+        async def admit() -> Any:
+            return await self._batch.call(lambda pipe: self._admit(keys=keys, args=args, client=pipe))
+
+        verdict, wait_ms = await self._with_control(room_id, admit, lambda reply: reply[0] == b"load")
         if verdict == b"ok":
             return ALLOWED
         return Verdict(verdict.decode(), int(wait_ms))
@@ -154,17 +159,14 @@ class RedisRoomState(RoomState):
         )
 
     async def push_comment(self, room_id: str, comment: Mapping[str, Any], keep: int) -> None:
-        key = self._k(room_id, "recent")
+        keys = [self._k(room_id, "recent"), self._k(room_id, "deleted")]
         entry = b"%d\n%s" % (int(comment["off"]), orjson.dumps(comment))
-        async with _redis_errors():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.lpush(key, entry)
-            pipe.ltrim(key, 0, keep - 1)
-            await pipe.execute()
+        await self._batch.call(lambda pipe: self._push(keys=keys, args=[entry, keep], client=pipe))
 
     async def drop_comment(self, room_id: str, off: int) -> None:
+        keys = [self._k(room_id, "recent"), self._k(room_id, "deleted")]
         async with _redis_errors():
-            await self._drop(keys=[self._k(room_id, "recent")], args=[f"{off}\n"])
+            await self._drop(keys=keys, args=[off])
 
     # --- aggregates ---------------------------------------------------------------
 

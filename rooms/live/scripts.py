@@ -57,6 +57,16 @@ for i = 2 + 2 * n, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 return 1
 """
 
+# KEYS: recent comments list, deleted offsets set. ARGV: entry ("<off>\\n<json>"), keep.
+# A comment deleted before it got here (the two race across processes) stays out.
+PUSH_COMMENT = """
+local off = string.match(ARGV[1], '^(%d+)\\n')
+if redis.call('SISMEMBER', KEYS[2], off) == 1 then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
+
 # KEYS: control hash, likes, recent comments list, presence hash, presence expiry zset.
 # ARGV: comments wanted. Returns {'load'} or {'ok', status, pin, slow, likes, viewers, recent}.
 VIEW = """
@@ -104,10 +114,13 @@ end
 return {0, total}
 """
 
-# KEYS: recent comments list. ARGV: entry prefix ("<off>\\n"). Removes that comment.
+# KEYS: recent comments list, deleted offsets set. ARGV: offset. Removes that comment
+# and remembers the deletion in case the comment itself arrives later.
 DROP_COMMENT = """
+redis.call('SADD', KEYS[2], ARGV[1])
+local prefix = ARGV[1] .. '\\n'
 for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  if string.sub(item, 1, #ARGV[1]) == ARGV[1] then
+  if string.sub(item, 1, #prefix) == prefix then
     redis.call('LREM', KEYS[1], 1, item)
     return 1
   end

@@ -85,7 +85,8 @@ class RoomState(abc.ABC):
         """Remember a published comment (with its ``off``) for snapshots; keep the last ``keep``."""
 
     @abc.abstractmethod
-    async def drop_comment(self, room_id: str, off: int) -> None: ...
+    async def drop_comment(self, room_id: str, off: int) -> None:
+        """Remove a deleted comment from the snapshot's list, even if it is pushed later."""
 
     # --- aggregates ---------------------------------------------------------------
 
