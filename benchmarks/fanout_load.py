@@ -21,7 +21,9 @@ import argparse
 import asyncio
 import os
 import resource
+import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -266,6 +268,7 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
     every = sample_every(args.subscribers * args.rate)
     listeners = Listeners(target, every)
     inflight: set[asyncio.Task[None]] = set()
+    profiler: asyncio.subprocess.Process | None = None
     try:
         await target.prepare()
         connect_s = await listeners.open(args.subscribers)
@@ -299,6 +302,7 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
         start = time.time() + START_DELAY_S
         await asyncio.sleep(START_DELAY_S)
         server_cpu0, own_cpu0 = cpu_s(server), own_cpu_s()
+        profiler = await start_profiler(args.profile, server.pid, args.duration) if args.profile else None
         sent = await run_open_loop(rate=args.rate, duration=args.duration, start=start, fire=fire)
         sends_end = time.time()
         server_cpu1, own_cpu1 = cpu_s(server), own_cpu_s()
@@ -319,6 +323,8 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
         for task in inflight:
             task.cancel()
         await asyncio.gather(*inflight, return_exceptions=True)
+        if profiler is not None:
+            await profiler.wait()
         listeners.close()
         await target.close()
     send_s = sends_end - start
@@ -349,6 +355,23 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
         "connect_s": round(connect_s, 3),
         "errors": listeners.errors,
     }
+
+
+async def start_profiler(path: str, pid: int, seconds: float) -> asyncio.subprocess.Process:
+    """py-spy sampling the server over the send window, without pausing it (--nonblocking).
+
+    Only samples holding the GIL count (--gil): time the loop waits in epoll is left out.
+
+    It runs on the generator's core (it inherits the pinning), so it costs the server nothing.
+    """
+    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    command = [
+        py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+        "--rate", "200", "--gil", "--format", "raw", "--nonblocking", "--output", path,
+    ]  # fmt: skip
+    return await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
 
 
 async def idle_point(args: argparse.Namespace, server: psutil.Process) -> dict[str, Any]:
@@ -385,6 +408,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="messages per second into the room")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing")
     parser.add_argument("--drain", type=float, default=5.0, help="max seconds to wait for late deliveries")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the server over the send window")
     parser.add_argument(
         "--idle", type=int, default=0, help="instead: open this many idle subscribers, report RSS"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,40 @@ def target_table(rows: list[dict[str, Any]], idle: list[dict[str, Any]], server:
     return lines
 
 
+def profile_top(path: Path, count: int = 12) -> dict[str, list[tuple[float, str]]]:
+    """The frames where a py-spy profile (collapsed stacks) spent most: own and inclusive."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        n = int(samples)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    if total == 0:
+        return {"own": [], "inclusive": []}
+    return {
+        "own": [(round(n / total, 3), f) for f, n in own.most_common(count)],
+        "inclusive": [(round(n / total, 3), f) for f, n in inclusive.most_common(count)],
+    }
+
+
+def profile_section(rows: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for row in rows:
+        if not row.get("profile"):
+            continue
+        lines += ["", f"### {row['server']}, {row['subscribers']:,} subscribers x {row['rate']:g} msg/s", ""]
+        lines += ["| share (own time) | frame |", "|---:|---|"]
+        lines += [f"| {share:.1%} | `{frame}` |" for share, frame in row["profile"]["own"]]
+    return ["", "## Server profiles (py-spy, send window)", *lines] if lines else []
+
+
 def markdown(rows: list[dict[str, Any]], idle: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     load = ", ".join(f"{x:.2f}" for x in meta["load_average"])
     parts = [
@@ -115,6 +150,7 @@ def markdown(rows: list[dict[str, Any]], idle: list[dict[str, Any]], meta: dict[
     ]
     if idle:
         parts += ["", "## Idle subscribed connections", "", *idle_table(idle)]
+    parts += profile_section(rows)
     for server, reason in meta.get("skipped", {}).items():
         parts += ["", f"{server} was skipped: {reason}"]
     return "\n".join(parts) + "\n"

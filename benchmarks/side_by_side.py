@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import redis
-from fanout_report import write_reports
+from fanout_report import profile_top, write_reports
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers"
@@ -63,6 +63,8 @@ class Server:
     cwd: Path | None = None
     setup: Callable[[], str | None] = lambda: None
     """Installs what the server needs; returns why it cannot run, or None."""
+    python: bool = True
+    """py-spy can profile it."""
 
 
 def _python_peers() -> str | None:
@@ -155,6 +157,7 @@ def servers(run_id: str, workdir: Path) -> dict[str, Server]:
                 ],
                 cwd=NODE_DIR,
                 setup=_node_peer,
+                python=False,
             ),
         )
     }
@@ -279,6 +282,9 @@ def main() -> int:
     )
     parser.add_argument("--server-cpu", default="0", help="core the servers are pinned to")
     parser.add_argument("--generator-cpu", default="1", help="core the generator is pinned to")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the Python servers over each send window"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
     parser.add_argument("--name", default="side_by_side", help="base name of the result files")
     args = parser.parse_args()
@@ -309,6 +315,9 @@ def main() -> int:
                         "--subscribers", str(subscribers), "--rate", str(rate),
                         "--duration", str(args.duration), "--drain", str(args.drain),
                     ]  # fmt: skip
+                    profile = args.out / f"{args.name}-{name}-{subscribers}x{rate}.pyspy"
+                    if args.profile and server.python:
+                        extra += ["--profile", str(profile)]
                     try:
                         row = one_point(server, args, log, extra, args.duration + args.drain + 180)
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -320,6 +329,8 @@ def main() -> int:
                             "failed": str(exc)[:300],
                         }
                     row["server"] = name
+                    if args.profile and profile.exists():
+                        row["profile"] = profile_top(profile)
                     rows.append(row)
                     if "failed" not in row:
                         progress(
