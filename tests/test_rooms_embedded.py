@@ -37,9 +37,13 @@ async def test_embedded_rooms_recover_and_keep_their_totals_across_restarts(live
     viewer = await WsClient.connect(server.ws_url, token("vic", "Vic", TEST_SECRET))
     joined = await viewer.call("subscribe", ch=f"room:{room}")
     await viewer.close()
+    watcher = await WsClient.connect(server.ws_url)
+    await watcher.call("subscribe", ch=f"room:{room}")
     async with await WsClient.connect(server.ws_url, token("ann", "Ann", TEST_SECRET)) as ann:
         offsets = [(await ann.call("comment", room=room, text=f"c{i}"))["off"] for i in range(3)]
         await asyncio.gather(*(ann.call("like", room=room, count=10) for _ in range(4)))
+        await watcher.pushes_until(lambda p: p["ev"] == "likes" and p["data"]["total"] == 40)
+        await watcher.close()
         async with await WsClient.connect(server.ws_url, token("host", "Host", TEST_SECRET)) as host:
             await host.call("moderate", room=room, user_id="troll", action="ban")
         # Recovery works the same without Redis: the ring buffer has what was missed.
@@ -48,7 +52,6 @@ async def test_embedded_rooms_recover_and_keep_their_totals_across_restarts(live
             reply = await back.call("subscribe", ch=f"room:{room}", since=since)
             assert reply["recovered"] is True
             assert [p["off"] for p in reply["missed"]] == offsets
-            await back.pushes_until(lambda p: p["ev"] == "likes" and p["data"]["total"] == 40)
 
     await asyncio.sleep(1.5)  # past a persist interval
     server.kill()  # a crash: only what was persisted survives
