@@ -42,6 +42,8 @@ from loadtest.summary import percentiles_ms
 from loadtest.tokens import mint
 
 KINDS = ("livemart", "socketio", "ws")
+LANES = ("comment",)
+"""Every message is a comment: one scan per read."""
 ROOM = "bench"
 CONNECT_CONCURRENCY = 100
 OPEN_TIMEOUT_S = 20.0
@@ -229,7 +231,7 @@ class Listeners:
 
     def keep(self, conn: RawConnection, index: int) -> None:
         """Switch a joined connection to counting; the index staggers its latency sample."""
-        conn.count(MarkerCounter(self.every, index), self.counted)
+        conn.count(MarkerCounter(self.every, index, LANES), self.counted)
         conn.closed.add_done_callback(lambda _: self.lost(conn))
         self.conns.append(conn)
 

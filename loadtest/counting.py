@@ -44,13 +44,20 @@ def sample_every(deliveries_per_s: float) -> int:
 class MarkerCounter:
     """Counts markers per lane in a stream fed read by read; picks every `every`-th for latency."""
 
-    __slots__ = ("_next", "_pending", "_tail", "counts", "every", "samples", "total")
+    __slots__ = ("_next", "_pending", "_prefixes", "_start", "_tail", "counts", "every", "samples", "total")
 
-    def __init__(self, every: int = 1, phase: int = 0) -> None:
+    def __init__(self, every: int = 1, phase: int = 0, lanes: tuple[str, ...] = tuple(LANE_PREFIXES)) -> None:
+        """`lanes`: the lanes the stream carries; each costs one scan per read, so a stream
+        known to carry fewer lanes should say so. Markers of other lanes must not occur."""
         if every < 1:
             raise ValueError("every must be at least 1")
+        if not lanes or any(lane not in LANE_PREFIXES for lane in lanes):
+            raise ValueError(f"lanes must be some of {sorted(LANE_PREFIXES)}")
         self.every = every
-        self.counts = dict.fromkeys(LANE_PREFIXES, 0)
+        self._prefixes = [(lane, LANE_PREFIXES[lane]) for lane in lanes]
+        self._start = LANE_PREFIXES[lanes[0]] if len(lanes) == 1 else PREFIX
+        """What the sampling walk looks for: the opening shared by the counted markers."""
+        self.counts = dict.fromkeys(lanes, 0)
         """lane -> markers counted so far."""
         self.total = 0
         self.samples: list[tuple[str, int]] = []
@@ -69,7 +76,7 @@ class MarkerCounter:
         boundary = tail + data[:KEEP] if tail else b""
         found = 0
         straddles = False
-        for lane, prefix in LANE_PREFIXES.items():
+        for lane, prefix in self._prefixes:
             inside = data.count(prefix)
             across = boundary.count(prefix) if boundary else 0
             if inside or across:
@@ -98,7 +105,7 @@ class MarkerCounter:
         while self._next < self.total:
             # Walk forward to the marker at stream position self._next.
             for _ in range(self._next - position + 1):
-                at = data.find(PREFIX, at + 1)
+                at = data.find(self._start, at + 1)
             position = self._next + 1
             if at < 0:  # only if the stream holds a malformed prefix: give up on this read
                 break

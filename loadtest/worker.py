@@ -262,7 +262,8 @@ class Worker:
             return
         self.rec.subscribed[member.channel] += 1
         # A deterministic phase per connection spreads the latency sample over all of them.
-        conn.count(MarkerCounter(self.plan.sample_every, len(self.listeners)), self.counted)
+        counter = MarkerCounter(self.plan.sample_every, len(self.listeners), self.driver.lanes)
+        conn.count(counter, self.counted)
         conn.closed.add_done_callback(lambda _: self.lost(conn))
         self.listeners.append(conn)
 

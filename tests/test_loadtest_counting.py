@@ -111,3 +111,15 @@ def test_sampling_step_keeps_recording_bounded() -> None:
     assert sample_every(1_000_000) == 50
     with pytest.raises(ValueError):
         MarkerCounter(every=0)
+
+
+def test_counting_fewer_lanes_sees_only_those() -> None:
+    stream, sent = _stream(30, batch=5)  # comments, and a priority message in ten
+    comments = [s for s in sent if s[0] == "comment"]
+    counter = MarkerCounter(every=4, phase=1, lanes=("comment",))
+    stream_without_priority = stream.replace(b"[lt:p:", b"[xx:p:")
+    assert _feed(counter, stream_without_priority, [17, 400, 401]) == len(comments)
+    assert counter.counts == {"comment": len(comments)}
+    assert counter.samples == comments[1::4]
+    with pytest.raises(ValueError):
+        MarkerCounter(lanes=("gossip",))

@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 from websockets.exceptions import ConnectionClosed
 
+from loadtest import markers
 from loadtest.httpclient import HttpClient, HttpError, Response
 from loadtest.options import Options
 from loadtest.plan import Member, Plan
@@ -57,6 +58,8 @@ class Driver:
     count_only = False
     """True when connections never send after subscribing: they then skip frame parsing
     and count markers in the raw stream (`loadtest.counting`), sampling latency."""
+    lanes: tuple[str, ...] = tuple(markers.LANES.values())
+    """Lanes this scenario's markers use (each costs a counting connection one scan per read)."""
 
     def __init__(self, plan: Plan, rec: Recorder, clients: list[Client]) -> None:
         self.plan = plan

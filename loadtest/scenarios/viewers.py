@@ -67,6 +67,7 @@ def publication(k: int, due: float, run_id: str) -> tuple[str, str, dict[str, An
 
 class Publisher(base.Driver):
     count_only = True
+    lanes = ("comment", "priority")
 
     def __init__(self, plan: Plan, rec: Recorder, clients: list[Client]) -> None:
         super().__init__(plan, rec, clients)
