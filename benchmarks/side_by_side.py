@@ -102,13 +102,14 @@ def _node_peer() -> str | None:
     return None
 
 
-def servers(run_id: str, workdir: Path) -> dict[str, Server]:
+def servers(run_id: str, workdir: Path, settings: dict[str, str]) -> dict[str, Server]:
     livemart = [sys.executable, "-m", "livemart", "serve", "--host", "127.0.0.1", "--port"]
     livemart_env = {
         "LIVEMART_SECRET": SECRET,
         "LIVEMART_API_KEY": API_KEY,
         "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'livemart.db'}",
         "LIVEMART_HISTORY_TTL_S": "600",
+        **settings,
     }
     peer_python = str(PEERS_VENV / "bin" / "python")
     return {
@@ -285,6 +286,13 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the Python servers over each send window"
     )
+    parser.add_argument(
+        "--livemart-setting",
+        action="append",
+        default=[],
+        metavar="LIVEMART_X=VALUE",
+        help="setting for the livemart servers (repeatable), e.g. LIVEMART_LARGE_FLUSH_INTERVAL_S=0.2",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
     parser.add_argument("--name", default="side_by_side", help="base name of the result files")
     args = parser.parse_args()
@@ -299,7 +307,7 @@ def main() -> int:
     idle: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
-        known = servers(run_id, Path(tmp))
+        known = servers(run_id, Path(tmp), dict(item.split("=", 1) for item in args.livemart_setting))
         for name in args.servers.split(","):
             server = known[name]
             reason = server.setup()
