@@ -151,6 +151,8 @@ def markdown(rows: list[dict[str, Any]], idle: list[dict[str, Any]], meta: dict[
     if idle:
         parts += ["", "## Idle subscribed connections", "", *idle_table(idle)]
     parts += profile_section(rows)
+    if meta.get("livemart_settings"):
+        parts += ["", "livemart settings: " + ", ".join(f"`{s}`" for s in meta["livemart_settings"])]
     for server, reason in meta.get("skipped", {}).items():
         parts += ["", f"{server} was skipped: {reason}"]
     return "\n".join(parts) + "\n"

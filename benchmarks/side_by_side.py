@@ -368,6 +368,7 @@ def main() -> int:
         "server_cpu": args.server_cpu,
         "generator_cpu": args.generator_cpu,
         "skipped": skipped,
+        "livemart_settings": args.livemart_setting,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(began)),
     }
     write_reports(args.out / args.name, rows, idle, meta)
