@@ -2,19 +2,24 @@
 
     .venv/bin/python benchmarks/media_relay.py --viewers 10,30,60 --seconds 6
 
-Starts a relay server in a child process (pinned to one core, loopback only), publishes a
-synthetic 640x360/30 fps VP8 stream over WHIP from this process (pinned to the other
-core), then opens WHEP viewers in steps. At each step it measures, over a fixed window,
-the server's CPU (psutil), every viewer's received frame rate, and capture-to-decode
-delay on two viewers that decode; the others take frames still encoded, so the client
-stays cheap enough to keep up. Prints one JSON line; CPU per viewer is the slope of a
-least-squares fit of server CPU against viewer count.
+Starts a relay server in a child process (loopback only), publishes a synthetic
+640x360/30 fps VP8 stream over WHIP from this process, then opens WHEP viewers in steps.
+At each step it measures, over a fixed window, the server's CPU (psutil), every viewer's
+received frame rate, and capture-to-decode delay on two viewers that decode; the others
+only count packets, so the client stays cheap enough to keep up. Prints one JSON line;
+CPU per viewer is the slope of a least-squares fit of server CPU against viewer count,
+and, robust to a starved client, the CPU per forwarded frame scaled to the frame rate.
+
+On an otherwise idle machine pin the two (`--server-cpu 0 --client-cpu 1`); on a shared
+one, pinning only stops the scheduler from moving them away from other load.
 """
 
 import argparse
 import asyncio
 import contextlib
+import fractions
 import json
+import logging
 import os
 import socket
 import statistics
@@ -25,13 +30,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aioice.ice
+import av
 import httpx
 import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
 from rooms.media import MediaRelay, MediaSettings, StreamStatus
+from rooms.media.forward import Packet
 from rooms.media.synthetic import (
+    VIDEO_TIME_BASE,
+    Pacer,
     Peer,
     PlaybackProbe,
     StampedVideoTrack,
@@ -41,6 +51,9 @@ from rooms.media.synthetic import (
 )
 
 ROOM = "bench"
+LOOP_S = 2
+"""Length of the pre-encoded loop; viewers wait at most this long for a keyframe, and
+capture-to-decode delays must stay below it to be told apart."""
 DECODING_VIEWERS = 2
 HTTP_TIMEOUT_S = 30.0
 
@@ -48,6 +61,56 @@ HTTP_TIMEOUT_S = 30.0
 def loopback_only() -> None:
     """Offer 127.0.0.1 as the only ICE candidate, so no traffic leaves the machine."""
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+def encode_loop(source: StampedVideoTrack, frames: int, bps: int) -> list[bytes]:
+    """VP8-encode `frames` stamped pictures once, a keyframe first, at a constant bitrate."""
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = source.width, source.height, "yuv420p"
+    codec.time_base = fractions.Fraction(1, source.fps)
+    codec.bit_rate = bps
+    codec.gop_size = frames
+    rate = str(bps)  # minrate = maxrate = bit rate: constant bitrate, like a camera feed
+    codec.options = {
+        "deadline": "realtime",
+        "cpu-used": "8",
+        "lag-in-frames": "0",
+        "minrate": rate,
+        "maxrate": rate,
+        "bufsize": rate,
+    }
+    encoded = []
+    for count in range(frames):
+        picture = source.picture(count)
+        picture.pts, picture.time_base = count, codec.time_base
+        if count == 0:
+            picture.pict_type = av.video.frame.PictureType.I
+        encoded.append(b"".join(bytes(packet) for packet in codec.encode(picture)))
+    return encoded
+
+
+class LoopedVideo(MediaStreamTrack):
+    """Replays pre-encoded frames at the frame rate, so publishing costs the generator
+    almost nothing. It ignores keyframe requests: a viewer starts at the next loop."""
+
+    kind = "video"
+
+    def __init__(self, frames: list[bytes], fps: int) -> None:
+        super().__init__()
+        self._frames = frames
+        self._pacer = Pacer(fps)
+        self._fps = fps
+        self.captured: dict[int, float] = {}
+        """Frame index in the loop (= its stamp) -> when it was last sent."""
+
+    async def recv(self) -> Packet:
+        count = await self._pacer.next()
+        index = count % len(self._frames)
+        packet = av.Packet(self._frames[index])
+        packet.pts = count * 90000 // self._fps
+        packet.time_base = VIDEO_TIME_BASE
+        self.captured[index] = time.monotonic()
+        return packet
 
 
 def pin(cpu: int | None) -> None:
@@ -76,6 +139,8 @@ def serve(port: int, max_viewers: int) -> None:
     from starlette.applications import Starlette
 
     loopback_only()
+    logging.basicConfig(level=logging.WARNING, format="relay %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("rooms.media").setLevel(logging.INFO)
     relay = MediaRelay(OpenAccess(), MediaSettings(max_viewers_per_room=max_viewers))
 
     @contextlib.asynccontextmanager
@@ -202,7 +267,8 @@ async def measure(
 
 async def run(args: argparse.Namespace, port: int, server: psutil.Process) -> dict[str, object]:
     steps_wanted = sorted({int(v) for v in args.viewers.split(",")})
-    track = StampedVideoTrack(args.width, args.height, args.fps)
+    pictures = StampedVideoTrack(args.width, args.height, args.fps)
+    track = LoopedVideo(encode_loop(pictures, LOOP_S * args.fps, args.kbps * 1000), args.fps)
     peers: list[Peer] = []
     counters: list[CountingViewer] = []
     probes: list[PlaybackProbe] = []
@@ -212,7 +278,7 @@ async def run(args: argparse.Namespace, port: int, server: psutil.Process) -> di
     async with httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT_S) as client:
         await wait_ready(client)
         peers.append(await publish(client, f"/whip/{ROOM}", track, None))
-        print(f"publishing {args.width}x{args.height}@{args.fps}", file=sys.stderr)
+        print(f"publishing {args.width}x{args.height}@{args.fps}, {args.kbps} kbps", file=sys.stderr)
         steps.append(await measure(args, server, counters, probes, 0))
         try:
             for target in steps_wanted:
@@ -237,6 +303,7 @@ async def run(args: argparse.Namespace, port: int, server: psutil.Process) -> di
         "scenario": "media_relay",
         "resolution": f"{args.width}x{args.height}",
         "fps": args.fps,
+        "publisher_kbps": args.kbps,
         "window_s": args.seconds,
         "server_cpu_pct_base": round(base, 2),
         "server_cpu_pct_per_viewer": round(per_viewer, 3),
@@ -253,7 +320,7 @@ async def run(args: argparse.Namespace, port: int, server: psutil.Process) -> di
 
 async def open_viewer(
     client: httpx.AsyncClient,
-    track: StampedVideoTrack,
+    track: LoopedVideo,
     counters: list[CountingViewer],
     probes: list[PlaybackProbe],
 ) -> Peer:
@@ -281,22 +348,24 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--server-cpu", type=int, default=0, help="core for the relay")
-    parser.add_argument("--client-cpu", type=int, default=1, help="core for this process")
+    parser.add_argument("--kbps", type=int, default=1000, help="publisher's VP8 bitrate")
+    parser.add_argument("--server-cpu", type=int, help="pin the relay to this core")
+    parser.add_argument("--client-cpu", type=int, help="pin this process to this core")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--max-viewers", type=int, default=500, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     if args.serve is not None:
-        pin(args.server_cpu if cores > 1 else None)
+        pin(args.server_cpu)
         serve(args.serve, args.max_viewers)
         return
     loopback_only()
     port = free_port()
-    command = [sys.executable, __file__, "--serve", str(port), "--server-cpu", str(args.server_cpu)]
+    command = [sys.executable, __file__, "--serve", str(port)]
+    if args.server_cpu is not None:
+        command += ["--server-cpu", str(args.server_cpu)]
     child = subprocess.Popen(command)
-    pin(args.client_cpu if cores > 1 else None)
+    pin(args.client_cpu)
     try:
         result = asyncio.run(run(args, port, psutil.Process(child.pid)))
     finally:

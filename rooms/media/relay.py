@@ -174,6 +174,9 @@ class MediaRelay:
         state = session.pc.connectionState
         if state in ("failed", "closed"):
             if not session.ended:
+                logger.info(
+                    "%s %s of room %s: connection %s", session.role, session.id, session.room_id, state
+                )
                 self._tasks.spawn(self._end(session))
             return
         room = self._rooms.get(session.room_id)

@@ -9,8 +9,9 @@ import asyncio
 import fractions
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 import numpy as np
@@ -57,6 +58,31 @@ def read_stamp(frame: VideoFrame) -> int | None:
     return sum(bit << i for i, bit in enumerate(rows[0]))
 
 
+class Pacer:
+    """Yields frame numbers at a steady rate from the first call on (no catch-up bursts
+    beyond what the event loop's own delays cause)."""
+
+    def __init__(self, fps: int) -> None:
+        self.fps = fps
+        self._count = 0
+        self._start: float | None = None
+
+    async def next(self) -> int:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        await asyncio.sleep(max(0.0, self._start + self._count / self.fps - loop.time()))
+        self._count += 1
+        return self._count - 1
+
+
+class CaptureLog(Protocol):
+    """A source that remembers when each stamped frame was captured."""
+
+    @property
+    def captured(self) -> Mapping[int, float]: ...
+
+
 class StampedVideoTrack(MediaStreamTrack):
     """Paced synthetic video: a moving texture (so the encoder has work) and a stamp."""
 
@@ -69,31 +95,30 @@ class StampedVideoTrack(MediaStreamTrack):
         self.width, self.height, self.fps = width, height, fps
         self.captured: OrderedDict[int, float] = OrderedDict()
         """Stamp -> `time.monotonic()` when the frame was produced."""
-        self._count = 0
-        self._start: float | None = None
+        self._pacer = Pacer(fps)
         rng = np.random.default_rng(7)
         ramp = np.tile(np.linspace(40, 215, width, dtype=np.float32), (height, 1))
         noise = rng.normal(0, 12, (height, width)).astype(np.float32)
         self._texture = np.clip(ramp + noise, 0, 255).astype(np.uint8)
         self._chroma = np.full((height // 2, width), 128, dtype=np.uint8)
 
+    def picture(self, count: int) -> VideoFrame:
+        """Frame number `count`: the texture moved along, stamped with `count` mod 2^16."""
+        luma = np.roll(self._texture, 4 * count, axis=1)
+        draw_stamp(luma, count % (1 << STAMP_BITS))
+        frame = VideoFrame.from_ndarray(np.vstack([luma, self._chroma]), format="yuv420p")
+        frame.pts = count * 90000 // self.fps
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        await asyncio.sleep(max(0.0, self._start + self._count / self.fps - loop.time()))
-        number = self._count % (1 << STAMP_BITS)
-        luma = np.roll(self._texture, 4 * self._count, axis=1)
-        draw_stamp(luma, number)
-        frame = VideoFrame.from_ndarray(np.vstack([luma, self._chroma]), format="yuv420p")
-        frame.pts = self._count * 90000 // self.fps
-        frame.time_base = VIDEO_TIME_BASE
-        self.captured[number] = time.monotonic()
+        count = await self._pacer.next()
+        frame = self.picture(count)
+        self.captured[count % (1 << STAMP_BITS)] = time.monotonic()
         while len(self.captured) > REMEMBERED_FRAMES:
             self.captured.popitem(last=False)
-        self._count += 1
         return frame
 
 
@@ -101,7 +126,7 @@ class StampedVideoTrack(MediaStreamTrack):
 class PlaybackProbe:
     """Decodes a viewer's video and records when frames arrive and how late they are."""
 
-    source: StampedVideoTrack
+    source: CaptureLog
     started: float = field(default_factory=time.monotonic)
     first_frame_s: float | None = None
     """Seconds from the probe's creation (just before the WHEP POST) to the first frame."""
