@@ -131,7 +131,6 @@ class Connection(asyncio.Protocol):
             else:
                 gateway.per_ip.pop(self.ip, None)
             for channel in list(self.channels):
-                self.channels.discard(channel)
                 gateway.node.leave(self, channel)
 
     def pause_writing(self) -> None:
@@ -272,10 +271,13 @@ class Connection(asyncio.Protocol):
         self.channels.add(channel)
         self._joins.append((channel, position))
 
+    def on_unsubscribed(self, channel: str) -> None:
+        self.channels.discard(channel)
+
     def on_kicked(self, channel: str, code: str, reason: str) -> None:
-        """The hub removed us from ``channel`` on a domain's order (kick, ban)."""
+        """A domain removed us from ``channel`` (kick, ban) on some process."""
         if channel in self.channels:
-            self.channels.discard(channel)
+            self.gateway.node.leave(self, channel)
             push = {
                 "ch": channel,
                 "ev": "unsubscribe",
@@ -319,9 +321,13 @@ class Connection(asyncio.Protocol):
         for data in self.ws.data_to_send():
             if data:
                 transport.write(data)
+            elif transport.can_write_eof():
+                # Half-close: the client still sends what it had in flight, and a socket
+                # we kept open for reading answers it without a reset that would destroy
+                # our close frame in the client's receive buffer.
+                transport.write_eof()
             else:
-                transport.close()  # empty bytes: the protocol wants EOF
-                return
+                transport.close()
         if self.ws.close_expected() and self._close_timer is None:
             # The client should answer our close frame and hang up; dropping the socket
             # first could lose the close frame to a TCP reset, so wait, with a bound.

@@ -41,7 +41,8 @@ class Subscriber(Protocol):
 
     def close(self, code: int, reason: str) -> None: ...
 
-    def on_kicked(self, channel: str, code: str, reason: str) -> None: ...
+    def on_kicked(self, channel: str, code: str, reason: str) -> None:
+        """Leave ``channel`` (through the node, so the namespace hears of it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +283,6 @@ class Hub:
     def _kick(self, state: _Channel, data: dict[str, Any]) -> None:
         user_id = data.get("user_id")
         for sub in list(state.by_user.get(str(user_id), ())):
-            self.unsubscribe(sub, state.name)
             sub.on_kicked(state.name, str(data.get("code", "forbidden")), str(data.get("reason", "")))
 
     # --- broker outages -----------------------------------------------------------

@@ -35,6 +35,9 @@ class Session(Subscriber, Protocol):
     def on_subscribed(self, channel: str, position: StreamPosition) -> None:
         """Record the subscription; pushes start once the reply is written."""
 
+    def on_unsubscribed(self, channel: str) -> None:
+        """Forget the subscription."""
+
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
@@ -194,6 +197,7 @@ class Node:
 
     def leave(self, session: Session, channel: str) -> None:
         """Drop ``session`` from ``channel`` and let the namespace know."""
+        session.on_unsubscribed(channel)
         self.hub.unsubscribe(session, channel)
         namespace, channel_id = self.namespace(channel)
         namespace.on_unsubscribe(session, channel_id)

@@ -3,7 +3,9 @@
 Publishes made in the same event-loop turn travel together in one pipeline. History
 publishes run one Lua script that assigns the offset, appends to a capped stream and
 broadcasts, so the offset and the broadcast can never disagree. Keys of one channel
-share a hash tag and therefore one Redis Cluster slot.
+share a hash tag and therefore one Redis Cluster slot; on a cluster the broadcast is
+SPUBLISH and subscriptions are SSUBSCRIBE on the shard that owns the slot, so a
+publication travels to one shard instead of every node.
 """
 
 from __future__ import annotations
@@ -12,19 +14,26 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import Broker, HistoryPage, HistoryPolicy, Publication, StreamPosition
 from .errors import ProtocolError
+from .redis_client import RedisClient, connect
 
 log = logging.getLogger("livemart.broker")
 
-# KEYS: offset, stream, epoch. ARGV: pubsub channel, payload, maxlen, ttl, candidate epoch.
+#: Channels published side by side on a Redis Cluster (pipelines cannot carry scripts there).
+CLUSTER_CONCURRENCY = 32
+
+# KEYS: offset, stream, epoch.
+# ARGV: pubsub channel, payload, maxlen, ttl, candidate epoch, PUBLISH or SPUBLISH.
 PUBLISH_WITH_HISTORY = """
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then
@@ -37,7 +46,7 @@ local ttl = tonumber(ARGV[4])
 redis.call('SET', KEYS[3], epoch, 'EX', ttl)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('PUBLISH', ARGV[1], off .. '\\n' .. ARGV[2])
+redis.call(ARGV[6], ARGV[1], off .. '\\n' .. ARGV[2])
 return {off, epoch}
 """
 
@@ -60,24 +69,40 @@ end
 return {off, epoch, redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COUNT', limit)}
 """
 
-CONTROL_CHANNEL = "__livemart__"
+
+@dataclass(eq=False)
+class _Link:
+    """One pub/sub connection: to the Redis server, or to one Redis Cluster shard."""
+
+    name: str
+    client: aioredis.Redis
+    #: Cluster shards use SSUBSCRIBE so a publication reaches only the shard that owns it.
+    sharded: bool
+    #: Logical channels this link should carry.
+    channels: set[str] = field(default_factory=set)
+    #: Channels subscribed on the current pub/sub connection.
+    joined: set[str] = field(default_factory=set)
+    #: Serializes (un)subscribe commands so none is lost between a reader and a caller.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pubsub: Any = None
+    reader: asyncio.Task[None] | None = None
+    #: Set when the link gains a channel, to wake an idle reader.
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RedisBroker(Broker):
-    """Broker over one Redis server (or a Redis-compatible proxy)."""
+    """Broker over one Redis server or a Redis Cluster (sharded pub/sub, Redis >= 7)."""
 
     def __init__(self, url: str, *, prefix: str = "lm:", history_ttl_s: int = 24 * 3600) -> None:
         super().__init__()
-        self._url = url
         self._prefix = prefix
         self._ttl_s = history_ttl_s
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, health_check_interval=10, decode_responses=False
-        )
+        self._redis: RedisClient = connect(url, health_check_interval=10)
+        self._cluster = isinstance(self._redis, RedisCluster)
+        self._publish_command = "SPUBLISH" if self._cluster else "PUBLISH"
         #: Logical channels this process wants, whatever the connection state.
         self._channels: set[str] = set()
-        self._pubsub: Any = None
-        self._reader: asyncio.Task[None] | None = None
+        self._links: dict[str, _Link] = {}
         self._closing = False
         self._pending: list[tuple[Publication, HistoryPolicy | None, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
@@ -100,60 +125,145 @@ class RedisBroker(Broker):
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._connect_pubsub()
-        self._reader = asyncio.create_task(self._read_loop(), name="redis-broker-reader")
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.initialize()
 
     async def close(self) -> None:
         self._closing = True
         if self._pending:
             await self._flush()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        await self._drop_pubsub()
+        for link in list(self._links.values()):
+            if link.reader is not None:
+                link.reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await link.reader
+            await self._drop_pubsub(link)
+            if link.client is not self._redis:
+                await link.client.aclose()
         await self._redis.aclose()
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.ping(target_nodes=RedisCluster.ALL_NODES)
+        else:
+            await self._redis.ping()
 
-    async def _connect_pubsub(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._tag(CONTROL_CHANNEL), *(self._tag(c) for c in self._channels))
-        self._pubsub = pubsub
+    # --- links --------------------------------------------------------------------
 
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
+    def _route(self, channel: str) -> _Link:
+        """The link that carries ``channel``: the shard owning its slot, or the server."""
+        if isinstance(self._redis, aioredis.Redis):
+            return self._links.get("server") or self._add_link("server", self._redis)
+        node = self._redis.get_node_from_key(self._tag(channel))
+        if node is None:
+            raise ProtocolError("unavailable", "no Redis Cluster node serves this channel")
+        link = self._links.get(node.name)
+        if link is None:
+            kwargs = self._redis.get_connection_kwargs()
+            client = aioredis.Redis(
+                host=node.host,
+                port=int(node.port),
+                password=kwargs.get("password"),
+                username=kwargs.get("username"),
+                ssl=bool(kwargs.get("ssl")),
+                socket_connect_timeout=2,
+                health_check_interval=10,
+            )
+            link = self._add_link(node.name, client)
+        return link
+
+    def _add_link(self, name: str, client: aioredis.Redis) -> _Link:
+        link = self._links[name] = _Link(name, client, sharded=self._cluster)
+        link.reader = asyncio.create_task(self._read_loop(link), name=f"redis-broker-{name}")
+        return link
+
+    async def _sync(self, link: _Link) -> None:
+        """Subscribe the link's connection to every channel it should carry and lacks."""
+        async with link.lock:
+            if link.pubsub is None:
+                link.pubsub = link.client.pubsub(ignore_subscribe_messages=True)
+            for channel in sorted(link.channels - link.joined):
+                # One SSUBSCRIBE may only name channels of one slot: one per command.
+                if link.sharded:
+                    await link.pubsub.ssubscribe(self._tag(channel))
+                else:
+                    await link.pubsub.subscribe(self._tag(channel))
+                link.joined.add(channel)
+
+    async def _drop_pubsub(self, link: _Link) -> None:
+        pubsub, link.pubsub = link.pubsub, None
+        link.joined.clear()
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, link: _Link) -> None:
         backoff = 0.05
         while not self._closing:
             try:
-                if self._pubsub is None:
-                    await self._connect_pubsub()
-                    log.warning("redis pub/sub reconnected; resubscribed %d channels", len(self._channels))
-                    self._on_resubscribed(set(self._channels))
-                    backoff = 0.05
-                message = await self._pubsub.get_message(timeout=None)
-                if message is not None and message["type"] == "message":
+                if not link.joined:
+                    if not link.channels:
+                        link.wakeup.clear()
+                        await link.wakeup.wait()
+                        continue
+                    await self._sync(link)
+                message = await link.pubsub.get_message(timeout=None)
+                if message is not None and message["type"] in ("message", "smessage"):
                     self._deliver(message["channel"], message["data"])
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                backoff = 0.05
+            except (RedisError, OSError) as exc:
+                # Any failure (a dropped socket, or redis-py's own resubscribe refused by a
+                # cluster) means: start this link over from a fresh connection.
                 if self._closing:
                     return
-                log.warning("redis pub/sub lost (%s); retrying in %.2fs", exc, backoff)
-                await self._drop_pubsub()
+                log.warning("redis pub/sub %s lost (%r); retrying in %.2fs", link.name, exc, backoff)
+                await self._drop_pubsub(link)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                if await self._reroute(link):
+                    return
+
+    async def _reroute(self, link: _Link) -> bool:
+        """Re-subscribe a lost link's channels where they live now; True if it moved away.
+
+        After a failover a channel's slot may belong to another shard: every channel is
+        routed again and joined on its current link, and the hub is told so it can
+        recover what was published while nobody listened.
+        """
+        channels = set(link.channels)
+        try:
+            if isinstance(self._redis, RedisCluster):
+                await self._redis.nodes_manager.initialize()
+            moved: dict[str, list[str]] = {}
+            for channel in channels:
+                target = self._route(channel)
+                if target is not link:
+                    moved.setdefault(target.name, []).append(channel)
+            for name, names in moved.items():
+                target = self._links[name]
+                link.channels.difference_update(names)
+                target.channels.update(names)
+                if target.joined:
+                    await self._sync(target)
+                target.wakeup.set()
+            if link.channels:
+                await self._sync(link)
+        except (RedisError, OSError) as exc:
+            link.channels |= channels - set().union(*(lk.channels for lk in self._links.values()))
+            log.warning("redis re-subscribe of %s failed (%s); will retry", link.name, exc)
+            return False
+        log.warning("redis pub/sub %s back; resubscribed %d channels", link.name, len(channels))
+        self._on_resubscribed(channels)
+        if not link.channels and link.client is not self._redis:
+            del self._links[link.name]
+            await link.client.aclose()
+            return True
+        return False
 
     def _deliver(self, pubsub_name: bytes, data: bytes) -> None:
-        newline = data.index(b"\n")
         channel = self._channel_of(pubsub_name)
-        if channel == CONTROL_CHANNEL:
-            return
         try:
+            newline = data.index(b"\n")
             pub = Publication.decode(channel, int(data[:newline]), data[newline + 1 :])
         except (ValueError, TypeError) as exc:
             log.error("dropping undecodable publication on %s: %s", channel, exc)
@@ -164,16 +274,24 @@ class RedisBroker(Broker):
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
-        if self._pubsub is not None:
-            # On failure the reader reconnects and subscribes every wanted channel.
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                await self._pubsub.subscribe(self._tag(channel))
+        link = self._route(channel)
+        link.channels.add(channel)
+        # On failure the link's reader reconnects and joins every wanted channel.
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            await self._sync(link)
+        link.wakeup.set()
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                await self._pubsub.unsubscribe(self._tag(channel))
+        for link in self._links.values():
+            if channel in link.channels:
+                link.channels.discard(channel)
+                async with link.lock:
+                    if channel in link.joined and link.pubsub is not None:
+                        link.joined.discard(channel)
+                        leave = link.pubsub.sunsubscribe if link.sharded else link.pubsub.unsubscribe
+                        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                            await leave(self._tag(channel))
 
     # --- publishing ---------------------------------------------------------------
 
@@ -195,35 +313,75 @@ class RedisBroker(Broker):
         task.add_done_callback(_log_failure)
 
     async def _flush(self) -> None:
-        """Send every publish queued this loop turn in one pipeline."""
+        """Send every publish queued this loop turn in one pipeline (one per shard on a cluster)."""
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
-        pipe = self._redis.pipeline(transaction=False)
-        for pub, history, _ in batch:
-            payload = pub.encode()
-            if history is None:
-                pipe.publish(self._tag(pub.channel), b"%d\n%s" % (pub.offset, payload))
-            else:
-                args: list[bytes | str | int] = [
-                    self._tag(pub.channel),
-                    payload,
-                    history.size,
-                    history.ttl_s,
-                    secrets.token_hex(4),
-                ]
-                await self._publish_script(keys=self._keys(pub.channel), args=args, client=pipe)
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
+            results = await self._send_batch(batch)
+        except Exception as exc:  # whatever broke, no publisher may wait forever
+            log.exception("publish batch failed")
             results = [exc] * len(batch)
         for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
-                log.warning("publish failed: %s", result)
+                log.warning("publish failed: %r", result)
                 future.set_exception(ProtocolError("unavailable", "broker unavailable"))
             else:
                 future.set_result(result)
+
+    async def _send_batch(
+        self, batch: list[tuple[Publication, HistoryPolicy | None, asyncio.Future[Any]]]
+    ) -> list[Any]:
+        if not isinstance(self._redis, RedisCluster):
+            return await self._pipeline(batch)
+        # Cluster pipelines cannot carry scripts. Channels go side by side (bounded);
+        # the publishes of one channel go one after another, so its order holds.
+        results: list[Any] = [None] * len(batch)
+        by_channel: dict[str, list[int]] = {}
+        for i, (pub, _, _) in enumerate(batch):
+            by_channel.setdefault(pub.channel, []).append(i)
+        gate = asyncio.Semaphore(CLUSTER_CONCURRENCY)
+
+        async def send_channel(indexes: list[int]) -> None:
+            async with gate:
+                for i in indexes:
+                    pub, history, _ = batch[i]
+                    try:
+                        results[i] = await self._send_one(self._redis, pub, history)
+                    except (RedisError, OSError) as exc:
+                        results[i] = exc
+
+        await asyncio.gather(*(send_channel(indexes) for indexes in by_channel.values()))
+        return results
+
+    async def _pipeline(
+        self, batch: list[tuple[Publication, HistoryPolicy | None, asyncio.Future[Any]]]
+    ) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for pub, history, _ in batch:
+            await self._send_one(pipe, pub, history)
+        try:
+            return list(await pipe.execute(raise_on_error=False))
+        except (RedisError, OSError) as exc:
+            return [exc] * len(batch)
+
+    async def _send_one(self, client: Any, pub: Publication, history: HistoryPolicy | None) -> Any:
+        """Send one publish (or queue it, when ``client`` is a pipeline)."""
+        payload = pub.encode()
+        if history is None:
+            return await client.execute_command(
+                self._publish_command, self._tag(pub.channel), b"%d\n%s" % (pub.offset, payload)
+            )
+        args: list[bytes | str | int] = [
+            self._tag(pub.channel),
+            payload,
+            history.size,
+            history.ttl_s,
+            secrets.token_hex(4),
+            self._publish_command,
+        ]
+        return await self._publish_script(keys=self._keys(pub.channel), args=args, client=client)
 
     # --- history ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from tests.services import (
     BrokerKind,
     MissingService,
     PostgresCluster,
+    RedisClusterNodes,
     RedisServer,
     create_database,
     database_url_for,
@@ -31,6 +32,7 @@ from tests.services import (
 )
 
 _FIXTURE_MARKS = {
+    "redis_cluster": "redis",
     "redis_url": "redis",
     "redis_prefix": "redis",
     "postgres_admin_url": "postgres",
@@ -175,6 +177,17 @@ def database_url(request: pytest.FixtureRequest) -> str:
     fixture = "postgres_url" if request.param == "postgres" else "sqlite_url"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    """A private three-master Redis Cluster, started from the redis-server binary."""
+    try:
+        nodes = RedisClusterNodes()
+    except MissingService as exc:
+        _stop_on_missing(exc)
+    yield nodes
+    nodes.stop()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import random
 import os
 import pwd
 import shutil
@@ -282,3 +283,108 @@ def create_database(admin_url: str, name: str) -> None:
 
 def drop_database(admin_url: str, name: str) -> None:
     run_sql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus twin (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisClusterNodes:
+    """A private Redis Cluster of `masters` nodes (no replicas) from redis-server binaries.
+
+    Each node keeps its directory (and so its nodes.conf) across `restart`, so a restarted
+    node rejoins with its slots but, like every server here, none of its data.
+    """
+
+    def __init__(self, masters: int = 3) -> None:
+        self._binary = find_binary("redis-server", "redis-server")
+        self._cli = find_binary("redis-cli", "redis-tools")
+        self.root = Path(tempfile.mkdtemp(prefix="livemart-rcluster-"))
+        self.ports = [_cluster_port() for _ in range(masters)]
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            for port in self.ports:
+                self._start(port)
+            subprocess.run(
+                [self._cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, capture_output=True, timeout=START_TIMEOUT_S,
+            )  # fmt: skip
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def _start(self, port: int) -> None:
+        node_dir = self.root / str(port)
+        node_dir.mkdir(exist_ok=True)
+        self._procs[port] = subprocess.Popen(
+            [self._binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+             "--save", "", "--appendonly", "no", "--dir", str(node_dir),
+             "--logfile", str(node_dir / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._ping(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster node {port} did not start")
+            time.sleep(0.05)
+
+    def _ping(self, port: int) -> bool:
+        client = redis.Redis(port=port, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def wait_ok(self) -> None:
+        """Until every node reports cluster_state:ok."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            states = []
+            for port in self.ports:
+                client = redis.Redis(port=port, socket_timeout=1)
+                try:
+                    states.append(client.cluster("info").get("cluster_state") == "ok")
+                except redis.RedisError:
+                    states.append(False)
+                finally:
+                    client.close()
+            if all(states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def stop_node(self, port: int) -> None:
+        proc = self._procs.pop(port, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        self.stop_node(port)
+        self._start(port)
+        self.wait_ok()
+
+    def stop(self) -> None:
+        for port in list(self._procs):
+            self.stop_node(port)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -221,3 +221,14 @@ async def test_command_queue_overflow_closes_1008(livemart: ProcessGroup) -> Non
     assert info.value.code == 1008
     async with await WsClient.connect(server.ws_url) as other:
         assert "t" in await other.call("ping")
+
+
+async def test_subscribe_again_after_unsubscribe(server: LivemartProcess) -> None:
+    async with await WsClient.connect(server.ws_url, token=token("s", "S", TEST_SECRET)) as client:
+        await client.call("subscribe", ch="public:again")
+        await client.call("unsubscribe", ch="public:again")
+        await client.call("publish", ch="public:again", ev="missed", data={})
+        again = await client.call("subscribe", ch="public:again")
+        assert again["off"] >= 1
+        await client.call("publish", ch="public:again", ev="seen", data={})
+        assert (await client.next_push(timeout=5))["ev"] == "seen"

@@ -32,7 +32,8 @@ def frame_payload(data: bytes) -> bytes:
 class Recorder:
     """A stand-in connection that keeps the frames the hub writes to it."""
 
-    def __init__(self, codec: Codec = JSON, user_id: str | None = None) -> None:
+    def __init__(self, codec: Codec = JSON, user_id: str | None = None, hub: Hub | None = None) -> None:
+        self.hub = hub
         self.codec = codec
         self.user_id = user_id
         self.frames: list[bytes] = []
@@ -46,6 +47,8 @@ class Recorder:
 
     def on_kicked(self, channel: str, code: str, reason: str) -> None:
         self.kicked.append((channel, code))
+        if self.hub is not None:
+            self.hub.unsubscribe(self, channel)
 
     def pushes(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
@@ -145,7 +148,7 @@ async def test_sampled_lane_respects_budget_but_priority_and_own_comments_pass(
 
 async def test_kick_removes_only_that_user(broker: MemoryBroker) -> None:
     hub = Hub(broker, Metrics(), flush_interval_s=0.01)
-    bad, good = Recorder(user_id="bad"), Recorder(user_id="good")
+    bad, good = Recorder(user_id="bad", hub=hub), Recorder(user_id="good", hub=hub)
     await joined(hub, bad, "c:1")
     await joined(hub, good, "c:1")
     await broker.publish(Publication("c:1", "$kick", {"user_id": "bad", "code": "banned", "reason": ""}))
