@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import glob
-import random
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess

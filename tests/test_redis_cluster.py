@@ -35,7 +35,7 @@ def shard_of(nodes: RedisClusterNodes, key: str) -> int:
     slot = key_slot(key.encode())
     client = redis.Redis(port=nodes.ports[0])
     try:
-        for start, end, (host, port, *_), *_ in client.cluster("slots"):
+        for start, end, (_host, port, *_), *_ in client.cluster("slots"):
             if start <= slot <= end:
                 return int(port)
     finally:
