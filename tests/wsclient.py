@@ -75,7 +75,7 @@ class WsClient:
         ws_url: str,
         token: str | None = None,
         protocol: str = JSON,
-        timeout: float = DEFAULT_TIMEOUT_S,  # noqa: ASYNC109 - per-client bound, see below
+        timeout: float = DEFAULT_TIMEOUT_S,
     ) -> WsClient:
         """Open `ws_url` (`?token=` added when given) asking for `protocol`.
 
@@ -158,7 +158,7 @@ class WsClient:
         """Send a frame as is, for tests of malformed input."""
         await self.ws.send(frame)
 
-    async def next_push(self, timeout: float | None = None) -> Push:  # noqa: ASYNC109
+    async def next_push(self, timeout: float | None = None) -> Push:
         """The next push, waiting at most `timeout` (default `self.timeout`) seconds."""
         async with asyncio.timeout(self.timeout if timeout is None else timeout):
             while True:
@@ -179,7 +179,7 @@ class WsClient:
     async def pushes_until(
         self,
         until: int | Callable[[Push], bool],
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> list[Push]:
         """Collect pushes until `until` of them arrived, or one satisfies the predicate.
 
