@@ -18,6 +18,7 @@ from typing import Any
 from .auth import TokenAuthority
 from .config import ConfigError, Env, Settings
 from .server import Core, Module, run
+from .supervisor import Supervisor
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,9 @@ def build_parser(register: Sequence[Register] = ()) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-migrate", action="store_true", help="skip the schema upgrade")
     serve.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on the socket")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (needs REDIS_URL)"
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=None)
 
@@ -78,12 +82,17 @@ def main(argv: Sequence[str] | None, *, assemble: Assemble, register: Sequence[R
             return 2
         print(TokenAuthority(settings.secret).issue(args.user, name=args.name, ttl_s=args.ttl))
         return 0
+    if args.command == "serve" and args.workers > 1 and settings.redis_url is None:
+        print("livemart: --workers needs REDIS_URL: workers share state through Redis", file=sys.stderr)
+        return 2
     assembly = assemble(settings)
     if args.command == "migrate" or not args.no_migrate:
         asyncio.run(_migrate(assembly))
         if args.command == "migrate":
             print("database schema is at head")
             return 0
+    if args.workers > 1:
+        return _supervise(args, settings)
     run(
         assembly.core,
         assembly.app,
@@ -93,6 +102,17 @@ def main(argv: Sequence[str] | None, *, assemble: Assemble, register: Sequence[R
         log_level=args.log_level,
     )
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-run this program as N ``serve --reuse-port`` workers on one port."""
+    if settings.secret_generated:
+        print("livemart: set LIVEMART_SECRET: workers must share one token secret", file=sys.stderr)
+        return 2
+    command = [sys.executable, sys.argv[0], "serve", "--host", args.host, "--port", str(args.port)]
+    command += ["--reuse-port", "--no-migrate", "--log-level", args.log_level]
+    print(f"livemart serving http://{args.host}:{args.port}/ with {args.workers} workers", flush=True)
+    return Supervisor(command, args.workers, stop_timeout_s=settings.shutdown_timeout_s).run()
 
 
 async def _migrate(assembly: Assembly) -> None:

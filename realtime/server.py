@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -149,7 +150,7 @@ class Core:
     # --- core endpoints -----------------------------------------------------------
 
     async def _healthz(self, request: Request) -> Response:
-        return JSON({"status": "ok"})
+        return JSON({"status": "ok", "pid": os.getpid()})
 
     async def _readyz(self, request: Request) -> Response:
         checks: dict[str, str] = {}

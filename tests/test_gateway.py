@@ -187,7 +187,7 @@ async def test_publish_api_needs_the_key(server: LivemartProcess, bystander: WsC
 
 async def test_health_readiness_and_metrics(server: LivemartProcess) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
-        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/healthz")).json() == {"status": "ok", "pid": server.pid}
         ready = (await http.get("/readyz")).json()
         assert ready["ready"] is True and ready["checks"] == {"database": "ok", "broker": "ok"}
         async with await WsClient.connect(server.ws_url) as client:
