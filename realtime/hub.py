@@ -269,15 +269,22 @@ class Hub:
         keep = set(self._random.sample(sampled, allowed))
         state.budget.tokens -= allowed
         kept: list[Publication] = []
+        #: An author's own sampled-out events, sent to them alone in one frame.
+        own: dict[str, list[dict[str, Any]]] = {}
+        dropped = 0
         for i, pub in enumerate(pubs):
             if pub.lane != "sampled" or i in keep:
                 kept.append(pub)
                 continue
-            self._metrics.sampled_out.inc(state.count())
-            authors = state.by_user.get(pub.author) if pub.author else None
-            for sub in authors or ():
+            dropped += 1
+            if pub.author is not None and pub.author in state.by_user:
+                own.setdefault(pub.author, []).append(self._push(state, pub))
+        self._metrics.sampled_out.inc(dropped * state.count())
+        for author, pushes in own.items():
+            value = push_batch(pushes)
+            for sub in state.by_user.get(author, ()):
                 if sub not in state.joining:
-                    sub.send(sub.codec.frame(self._push(state, pub)))
+                    sub.send(sub.codec.frame(value))
         return kept
 
     def _kick(self, state: _Channel, data: dict[str, Any]) -> None:
