@@ -91,7 +91,10 @@ class Settings:
     command_queue_limit: int = 256
     #: Open WebSocket connections allowed from one IP address (0 = no limit).
     max_connections_per_ip: int = 0
-    #: Browser Origins allowed to open WebSockets; empty allows any.
+    #: Open WebSocket connections allowed per signed-in user (0 = no limit).
+    max_connections_per_user: int = 0
+    #: Browser Origins allowed to open WebSockets and to call the API cross-origin (CORS).
+    #: Empty: WebSockets from any Origin, and no CORS headers (same-origin pages only).
     allowed_origins: tuple[str, ...] = ()
 
     #: Bounded per-channel history used for recovery.
@@ -125,6 +128,7 @@ class Settings:
             command_rate_per_s=env.number("LIVEMART_COMMAND_RATE", 50.0),
             command_burst=env.integer("LIVEMART_COMMAND_BURST", 100),
             max_connections_per_ip=env.integer("LIVEMART_MAX_CONNECTIONS_PER_IP", 0),
+            max_connections_per_user=env.integer("LIVEMART_MAX_CONNECTIONS_PER_USER", 0),
             allowed_origins=env.items("LIVEMART_ALLOWED_ORIGINS"),
             history_size=env.integer("LIVEMART_HISTORY_SIZE", 300),
             history_ttl_s=env.integer("LIVEMART_HISTORY_TTL_S", 24 * 3600),

@@ -51,6 +51,7 @@ class Gateway:
         self.metrics = metrics
         self.connections: set[Connection] = set()
         self.per_ip: dict[str, int] = {}
+        self.per_user: dict[str, int] = {}
         #: Set by the server on shutdown: new upgrades are refused.
         self.draining = False
 
@@ -125,11 +126,9 @@ class Connection(asyncio.Protocol):
             gateway = self.gateway
             gateway.connections.discard(self)
             gateway.metrics.connections.dec()
-            remaining = gateway.per_ip.get(self.ip, 1) - 1
-            if remaining > 0:
-                gateway.per_ip[self.ip] = remaining
-            else:
-                gateway.per_ip.pop(self.ip, None)
+            _decrement(gateway.per_ip, self.ip)
+            if self.user_id is not None:
+                _decrement(gateway.per_user, self.user_id)
             for channel in list(self.channels):
                 gateway.node.leave(self, channel)
 
@@ -186,6 +185,11 @@ class Connection(asyncio.Protocol):
             self.close(CloseCode.UNAUTHORIZED, f"unauthorized: {exc.message}")
             return
         self.user_id = self.identity.user_id
+        if self.user_id is not None:
+            count = gateway.per_user.get(self.user_id, 0) + 1
+            gateway.per_user[self.user_id] = count
+            if settings.max_connections_per_user and count > settings.max_connections_per_user:
+                self.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
 
     def _reject(self, status: int, message: str) -> None:
         response = self.ws.reject(status, message)
@@ -333,6 +337,14 @@ class Connection(asyncio.Protocol):
             # first could lose the close frame to a TCP reset, so wait, with a bound.
             self._closing = True
             self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._abort)
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    remaining = counts.get(key, 1) - 1
+    if remaining > 0:
+        counts[key] = remaining
+    else:
+        counts.pop(key, None)
 
 
 def _is_utf8(data: bytes) -> bool:

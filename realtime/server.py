@@ -25,6 +25,8 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -129,9 +131,21 @@ class Core:
                     await self.redis.aclose()
                 await self.db.close()
 
+        middleware = []
+        if self.settings.allowed_origins:
+            middleware.append(
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=list(self.settings.allowed_origins),
+                    allow_methods=["GET", "POST", "DELETE"],
+                    allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                    expose_headers=["Location"],
+                )
+            )
         app = Starlette(
             routes=routes,
             lifespan=lifespan,
+            middleware=middleware,
             exception_handlers={
                 ProtocolError: protocol_error_handler,
                 HTTPException: http_error_handler,

@@ -232,3 +232,44 @@ async def test_subscribe_again_after_unsubscribe(server: LivemartProcess) -> Non
         assert again["off"] >= 1
         await client.call("publish", ch="public:again", ev="seen", data={})
         assert (await client.next_push(timeout=5))["ev"] == "seen"
+
+
+async def test_origin_cors_and_connection_limits(livemart: ProcessGroup) -> None:
+    env = {
+        "LIVEMART_ALLOWED_ORIGINS": "https://shop.example",
+        "LIVEMART_MAX_CONNECTIONS_PER_IP": "4",
+        "LIVEMART_MAX_CONNECTIONS_PER_USER": "2",
+    }
+    server = livemart.start(module="tests.coreapp", env=env)
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(server.ws_url, origin="https://evil.example"):  # type: ignore[arg-type]
+            pass
+    assert info.value.response.status_code == 403
+    async with connect(server.ws_url, origin="https://shop.example") as ws:  # type: ignore[arg-type]
+        await ws.send('{"id": 1, "op": "ping"}')
+        assert '"ok"' in str(await ws.recv())
+
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        allowed = await http.options(
+            "/api/publish",
+            headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+        other = await http.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+    same_user = token("u", "U", TEST_SECRET)
+    first = await WsClient.connect(server.ws_url, token=same_user)
+    second = await WsClient.connect(server.ws_url, token=same_user)
+    third = await WsClient.connect(server.ws_url, token=same_user)
+    with pytest.raises(WsClosed) as closed:
+        await third.call("ping")
+    assert closed.value.code == 1008 and "user" in closed.value.reason
+    guests = [await WsClient.connect(server.ws_url) for _ in range(2)]
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(server.ws_url):
+            pass
+    assert info.value.response.status_code == 429
+    for client in [first, second, *guests]:
+        assert "t" in await client.call("ping")
+        await client.close()
