@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
+
+from tests.processes import ProcessGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +54,20 @@ def test_compose_accepts_the_file() -> None:
         env={**os.environ, "LIVEMART_SECRET": "test"},
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_dashboard_queries_name_metrics_the_server_exports(livemart: ProcessGroup) -> None:
+    server = livemart.start(module="tests.coreapp")
+    exported = httpx.get(f"{server.url}/metrics").text
+    names = {
+        re.sub(r"_total$", "", name) for name in re.findall(r"^# TYPE (\S+) ", exported, re.MULTILINE)
+    }
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    used = {
+        re.sub(r"(_bucket|_total)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"livemart_[a-z_]+", target["expr"])
+    }
+    missing = used - names
+    assert not missing, f"dashboard uses metrics the server does not export: {missing}"
