@@ -8,9 +8,11 @@ worker drains (close 1012), and kills what is still running after the drain boun
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +22,16 @@ log = logging.getLogger("livemart.supervisor")
 
 #: Pause before restarting a worker that died, so a crash loop does not spin.
 RESTART_DELAY_S = 1.0
+
+
+def _die_with_parent() -> None:
+    """In a worker before exec: SIGTERM it if the supervisor dies (Linux), so no worker
+    outlives a killed supervisor and keeps the port."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class Supervisor:
@@ -33,7 +45,7 @@ class Supervisor:
         self._stopping = threading.Event()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(self._command, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(self._command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         log.info("worker %d started", proc.pid)
         return proc
 

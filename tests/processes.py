@@ -6,6 +6,7 @@ that CI exports for the test session must not leak into a server meant to run em
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -31,6 +32,18 @@ STOP_TIMEOUT_S = 10.0
 
 _SCRUBBED = ("REDIS_URL", "DATABASE_URL")
 """Variables removed from the inherited environment, with every LIVEMART_* one."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the test process dies, however it dies.
+
+    A killed pytest (a CI timeout, Ctrl-C twice) would otherwise leave servers running.
+    """
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(RuntimeError):
@@ -192,6 +205,7 @@ class ProcessGroup:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         server = LivemartProcess(proc, port, log_path)
         self._running.append(server)
