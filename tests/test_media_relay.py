@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import aioice.ice
 import httpx
 import pytest
+from aioice import stun
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from starlette.applications import Starlette
@@ -349,6 +350,44 @@ async def test_whip_answer_and_session_url(stack: Stack) -> None:
     assert "a=candidate:" in response.text  # complete answer: the server does not trickle
     assert response.headers["location"].startswith(f"/whip/{ROOM}/")
     assert "link" not in response.headers  # no ICE servers configured
+
+
+class StunServer(asyncio.DatagramProtocol):
+    """Answers STUN binding requests on loopback, like a public STUN server would."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        request = stun.parse_message(data)
+        self.requests += 1
+        response = stun.Message(
+            message_method=stun.Method.BINDING,
+            message_class=stun.Class.RESPONSE,
+            transaction_id=request.transaction_id,
+        )
+        response.attributes["XOR-MAPPED-ADDRESS"] = addr
+        assert self.transport is not None
+        self.transport.sendto(bytes(response), addr)
+
+
+async def test_configured_ice_servers_are_used_and_advertised(loopback: None) -> None:
+    loop = asyncio.get_running_loop()
+    transport, server = await loop.create_datagram_endpoint(StunServer, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        async with running(MediaSettings(ice_servers=(f"stun:127.0.0.1:{port}",))) as stack:
+            response = await stack.offer_response(f"/whip/{ROOM}", "alice", ("video", "sendonly"))
+            assert response.status_code == 201
+            assert response.headers["link"] == f'<stun:127.0.0.1:{port}>; rel="ice-server"'
+            assert server.requests >= 1  # the relay gathered a server-reflexive candidate
+    finally:
+        transport.close()
 
 
 async def test_nothing_to_watch_while_offline(stack: Stack) -> None:
