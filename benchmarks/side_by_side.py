@@ -245,6 +245,47 @@ def one_point(
         running.stop()
 
 
+def load_row(server: Server, args: argparse.Namespace, subscribers: int, rate: int) -> dict[str, Any]:
+    """One load point on a fresh server; a failure becomes a row that says so."""
+    label = f"{server.name}: {subscribers} subscribers x {rate} msg/s"
+    extra = [
+        "--subscribers", str(subscribers), "--rate", str(rate),
+        "--duration", str(args.duration), "--drain", str(args.drain),
+    ]  # fmt: skip
+    profile = args.out / f"{args.name}-{server.name}-{subscribers}x{rate}.pyspy"
+    if args.profile and server.python:
+        extra += ["--profile", str(profile)]
+    log = args.out / f"{args.name}-{server.name}.log"
+    try:
+        row = one_point(server, args, log, extra, args.duration + args.drain + 180)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        progress(f"{label}: FAILED: {exc}")
+        return {"server": server.name, "subscribers": subscribers, "rate": rate, "failed": str(exc)[:300]}
+    row["server"] = server.name
+    if args.profile and profile.exists():
+        row["profile"] = profile_top(profile)
+    progress(
+        f"{label}: {row['delivered_per_s']:,.0f} deliveries/s, "
+        f"ratio {row['delivery_ratio']}, p99 {row['latency_ms']['p99']} ms, "
+        f"server CPU {row['server_cpu']}, generator CPU {row['generator_cpu']}"
+    )
+    return row
+
+
+def idle_row(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """The idle-memory point on a fresh server."""
+    log = args.out / f"{args.name}-{server.name}.log"
+    try:
+        point = one_point(server, args, log, ["--idle", str(args.idle)], 300)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        progress(f"{server.name}: idle point FAILED: {exc}")
+        return {"server": server.name, "failed": str(exc)[:300]}
+    point["server"] = server.name
+    kib = point["rss_per_connection_kib"]
+    progress(f"{server.name}: idle {point['idle_connections']} connections, {kib} KiB each")
+    return point
+
+
 def delete_redis_keys(run_id: str) -> None:
     """Remove the keys this run's livemart created (its own prefix only)."""
     client = redis.Redis.from_url(REDIS_URL)
@@ -308,56 +349,23 @@ def main() -> int:
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
         known = servers(run_id, Path(tmp), dict(item.split("=", 1) for item in args.livemart_setting))
+        ready = []
         for name in args.servers.split(","):
-            server = known[name]
-            reason = server.setup()
-            if reason is not None:
+            reason = known[name].setup()
+            if reason is None:
+                ready.append(known[name])
+            else:
                 progress(f"{name}: skipped: {reason}")
                 skipped[name] = reason
-                continue
-            log = args.out / f"{args.name}-{name}.log"
-            for subscribers in parse_list(args.subscribers):
-                for rate in parse_list(args.rates):
-                    label = f"{name}: {subscribers} subscribers x {rate} msg/s"
-                    extra = [
-                        "--subscribers", str(subscribers), "--rate", str(rate),
-                        "--duration", str(args.duration), "--drain", str(args.drain),
-                    ]  # fmt: skip
-                    profile = args.out / f"{args.name}-{name}-{subscribers}x{rate}.pyspy"
-                    if args.profile and server.python:
-                        extra += ["--profile", str(profile)]
-                    try:
-                        row = one_point(server, args, log, extra, args.duration + args.drain + 180)
-                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                        progress(f"{label}: FAILED: {exc}")
-                        row = {
-                            "kind": server.kind,
-                            "subscribers": subscribers,
-                            "rate": rate,
-                            "failed": str(exc)[:300],
-                        }
-                    row["server"] = name
-                    if args.profile and profile.exists():
-                        row["profile"] = profile_top(profile)
-                    rows.append(row)
-                    if "failed" not in row:
-                        progress(
-                            f"{label}: {row['delivered_per_s']:,.0f} deliveries/s, "
-                            f"ratio {row['delivery_ratio']}, p99 {row['latency_ms']['p99']} ms, "
-                            f"server CPU {row['server_cpu']}, generator CPU {row['generator_cpu']}"
-                        )
-            if args.idle:
-                try:
-                    point = one_point(server, args, log, ["--idle", str(args.idle)], 300)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    progress(f"{name}: idle point FAILED: {exc}")
-                    point = {"failed": str(exc)[:300]}
-                point["server"] = name
-                idle.append(point)
-                progress(
-                    f"{name}: idle {point.get('idle_connections')} connections, "
-                    f"{point.get('rss_per_connection_kib')} KiB each"
-                )
+        # Point by point, every server in turn: a change in machine load over the run then
+        # touches all servers alike instead of whichever ran last.
+        for subscribers in parse_list(args.subscribers):
+            for rate in parse_list(args.rates):
+                for server in ready:
+                    rows.append(load_row(server, args, subscribers, rate))
+        if args.idle:
+            for server in ready:
+                idle.append(idle_row(server, args))
     delete_redis_keys(run_id)
     elapsed = time.time() - began
     meta = {
