@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from commerce import Catalog, Commerce, CommerceSettings
+from livemart import openapi
 from loadtest import cli as loadtest_cli
 from realtime import cli
 from realtime.config import Settings
@@ -35,12 +36,17 @@ def web_routes() -> list[BaseRoute]:
 def assemble(settings: Settings) -> cli.Assembly:
     core = Core(settings)
     shop_settings = CommerceSettings.from_env()
+    room_settings = RoomSettings.from_env()
+    group_settings = GroupSettings.from_env()
     catalog = Catalog(core, settings=shop_settings)
-    rooms = LiveRooms(core, catalog=catalog, settings=RoomSettings.from_env())
-    groups = GroupChats(core, rooms=None, settings=GroupSettings.from_env())
+    rooms = LiveRooms(core, catalog=catalog, settings=room_settings)
+    groups = GroupChats(core, rooms=None, settings=group_settings)
     shop = Commerce(core, catalog=catalog, rooms=rooms, groups=groups, settings=shop_settings)
     modules: Sequence[Module] = [rooms, groups, shop]
-    app = core.asgi_app(modules, extra_routes=web_routes())
+    spec = openapi.document(
+        rooms=room_settings, groups=group_settings, shop=shop_settings, max_body_bytes=settings.max_body_bytes
+    )
+    app = core.asgi_app(modules, extra_routes=[openapi.route(spec), *web_routes()])
     return cli.Assembly(core=core, modules=modules, app=app)
 
 
