@@ -92,10 +92,23 @@ def messages(pushes: list[Push]) -> list[Push]:
     return [p for p in pushes if p["ev"] in ("message", "announcement")]
 
 
-async def test_members_subscribe_and_receive_messages_with_seq_offsets(
-    livemart: ProcessGroup, postgres_url: str, redis_url: str, redis_prefix: str
-) -> None:
-    server = start(livemart, postgres_url, redis_url, redis_prefix)
+@pytest.fixture(
+    params=["embedded", pytest.param("redis-postgres", marks=[pytest.mark.redis, pytest.mark.postgres])]
+)
+def any_server(request: pytest.FixtureRequest, livemart: ProcessGroup) -> LivemartProcess:
+    """The embedded default (SQLite, in-process broker) and the clustered setup."""
+    if request.param == "embedded":
+        return livemart.start(env=FAST_COMMANDS)
+    return start(
+        livemart,
+        request.getfixturevalue("postgres_url"),
+        request.getfixturevalue("redis_url"),
+        request.getfixturevalue("redis_prefix"),
+    )
+
+
+async def test_members_subscribe_and_receive_messages_with_seq_offsets(any_server: LivemartProcess) -> None:
+    server = any_server
     api = Api(server)
     gid = await api.group_with("owner", ["ann"])
     await api.send_many(gid, "owner", 3, "before")
