@@ -18,14 +18,18 @@ from realtime.node import Namespace, Recovery
 from .events import RoomLookup, event_name, message_data, with_room_status
 from .store import GroupStore
 
+#: Largest group id or message seq accepted: SQL keeps them as 64-bit integers, and a
+#: larger one would fail a whole write batch, other members' messages included.
+MAX_ID = 10**18 - 1
+
 
 def parse_group_id(raw: object) -> int | None:
-    """A group id from a channel name or a command argument (int or digits)."""
+    """A group id from a channel name, a command argument or a path (int or ASCII digits)."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int):
-        return raw if raw > 0 else None
-    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 18:
+        return raw if 0 < raw <= MAX_ID else None
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18:
         value = int(raw)
         return value if value > 0 else None
     return None

@@ -11,6 +11,8 @@ from starlette.routing import BaseRoute, Route
 from realtime.errors import ProtocolError
 from realtime.http import JSON, identity, json_body
 
+from .namespace import parse_group_id
+
 if TYPE_CHECKING:
     from .service import GroupChats
 
@@ -31,6 +33,14 @@ def _query_int(request: Request, name: str, default: int, *, low: int, high: int
     return value
 
 
+def _group_id(request: Request) -> int:
+    """The path's group id; one too large to be stored names no group."""
+    group_id = parse_group_id(request.path_params["group_id"])
+    if group_id is None:
+        raise ProtocolError("not_found", "no such group")
+    return group_id
+
+
 def build(chats: GroupChats) -> list[BaseRoute]:
     settings = chats.settings
 
@@ -45,17 +55,17 @@ def build(chats: GroupChats) -> list[BaseRoute]:
 
     async def show(request: Request) -> Response:
         user = identity(request).require_user()
-        return JSON(await chats.store.view(request.path_params["group_id"], user))
+        return JSON(await chats.store.view(_group_id(request), user))
 
     async def member_list(request: Request) -> Response:
         user = identity(request).require_user()
-        return JSON({"members": await chats.store.members(request.path_params["group_id"], user)})
+        return JSON({"members": await chats.store.members(_group_id(request), user)})
 
     async def create_invite(request: Request) -> Response:
         user = identity(request).require_user()
         body = await json_body(request)
         invite = await chats.store.create_invite(
-            request.path_params["group_id"],
+            _group_id(request),
             user,
             ttl_s=body.opt_integer("ttl_s", min=0, max=365 * 24 * 3600),
             max_uses=body.opt_integer("max_uses", min=1, max=1_000_000),
@@ -65,7 +75,7 @@ def build(chats: GroupChats) -> list[BaseRoute]:
     async def revoke_invite(request: Request) -> Response:
         user = identity(request).require_user()
         code = request.path_params["code"]
-        await chats.store.revoke_invite(request.path_params["group_id"], user, code)
+        await chats.store.revoke_invite(_group_id(request), user, code)
         return JSON({})
 
     async def join(request: Request) -> Response:
@@ -77,7 +87,7 @@ def build(chats: GroupChats) -> list[BaseRoute]:
     async def remove_member(request: Request) -> Response:
         who = identity(request)
         who.require_user()
-        await chats.remove(who, request.path_params["group_id"], request.path_params["user_id"])
+        await chats.remove(who, _group_id(request), request.path_params["user_id"])
         return JSON({})
 
     async def set_role(request: Request) -> Response:
@@ -85,16 +95,14 @@ def build(chats: GroupChats) -> list[BaseRoute]:
         body = await json_body(request)
         role = body.text("role", max_len=16)
         target = request.path_params["user_id"]
-        await chats.store.set_role(request.path_params["group_id"], user, target, role)
+        await chats.store.set_role(_group_id(request), user, target, role)
         return JSON({"role": role})
 
     async def mute(request: Request) -> Response:
         user = identity(request).require_user()
         body = await json_body(request)
         seconds = body.integer("seconds", min=0, max=365 * 24 * 3600)
-        until = await chats.store.set_mute(
-            request.path_params["group_id"], user, request.path_params["user_id"], seconds
-        )
+        until = await chats.store.set_mute(_group_id(request), user, request.path_params["user_id"], seconds)
         return JSON({"muted_until": until})
 
     async def mute_all(request: Request) -> Response:
@@ -103,37 +111,38 @@ def build(chats: GroupChats) -> list[BaseRoute]:
         muted = body.raw("muted")
         if not isinstance(muted, bool):
             raise ProtocolError("bad_request", "muted must be true or false")
-        await chats.store.set_mute_all(request.path_params["group_id"], user, muted)
+        await chats.store.set_mute_all(_group_id(request), user, muted)
         return JSON({"muted_all": muted})
 
     async def list_messages(request: Request) -> Response:
         who = identity(request)
         after = _query_int(request, "after", 0, low=0, high=2**62)
         limit = _query_int(request, "limit", 100, low=1, high=settings.page_limit)
-        page = await chats.history(who, request.path_params["group_id"], after=after, limit=limit)
+        page = await chats.history(who, _group_id(request), after=after, limit=limit)
         return JSON(page)
 
     async def post_message(request: Request) -> Response:
         who = identity(request)
         body = await json_body(request)
-        receipt = await chats.send(who, request.path_params["group_id"], body)
+        receipt = await chats.send(who, _group_id(request), body)
         return JSON({"seq": receipt.seq}, status_code=200 if receipt.duplicate else 201)
 
     async def recall(request: Request) -> Response:
         who = identity(request)
-        receipt = await chats.recall(who, request.path_params["group_id"], request.path_params["seq"])
+        receipt = await chats.recall(who, _group_id(request), request.path_params["seq"])
         return JSON({"seq": receipt.seq})
 
     async def announce(request: Request) -> Response:
         who = identity(request)
         body = await json_body(request)
-        receipt = await chats.announce(who, request.path_params["group_id"], body)
+        receipt = await chats.announce(who, _group_id(request), body)
         return JSON({"seq": receipt.seq}, status_code=200 if receipt.duplicate else 201)
 
     async def read(request: Request) -> Response:
         who = identity(request)
+        who.require_user()  # a guest learns nothing about the body's validity
         body = await json_body(request)
-        unread = await chats.read(who, request.path_params["group_id"], body.integer("seq", min=0))
+        unread = await chats.read(who, _group_id(request), body.integer("seq", min=0))
         return JSON({"unread": unread})
 
     async def my_groups(request: Request) -> Response:

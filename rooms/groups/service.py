@@ -19,7 +19,7 @@ from realtime.server import Core
 
 from . import rules
 from .events import LiveRoomDirectory, RoomLookup, channel, message_data, with_room_status
-from .namespace import GroupNamespace, parse_group_id
+from .namespace import MAX_ID, GroupNamespace, parse_group_id
 from .ops import register as register_ops
 from .routes import build as build_routes
 from .sequencer import Draft, Receipt, Sequencer
@@ -124,6 +124,8 @@ class GroupChats:
     async def recall(self, identity: Identity, group_id: int, seq: int) -> Receipt:
         """Take a message back: its text is erased and a ``recall`` tombstone gets a new seq."""
         user = identity.require_user()
+        if not 0 < seq <= MAX_ID:
+            raise ProtocolError("not_found", "no such message")
         draft = Draft(group_id, user, identity.name, rules.RECALL, "", {"seq": seq}, None, recall_seq=seq)
         return await self.sequencer.submit(draft)
 
