@@ -46,6 +46,8 @@ log = logging.getLogger("livemart.groups")
 
 #: How long stop() lets a worker finish the batch in hand.
 STOP_TIMEOUT_S = 3.0
+#: Bound on publishing one batch (the batch's group locks are held until it ends).
+PUBLISH_TIMEOUT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -141,7 +143,7 @@ class Sequencer:
             for _, future in worker.queue:
                 _settle(future, error=ProtocolError("unavailable", "server shutting down"))
             worker.queue.clear()
-            await self._drop_writer(worker)
+        await asyncio.gather(*(self._drop_writer(worker) for worker in self._workers))
 
     async def submit(self, draft: Draft) -> Receipt:
         """Queue ``draft``; return once it is committed (or raise why it was refused)."""
@@ -328,21 +330,32 @@ class Sequencer:
     # --- after the commit -----------------------------------------------------------
 
     async def _publish(self, rows: list[dict[str, Any]]) -> None:
-        """Publish the batch's messages, each group's in seq order, in one broker flush."""
+        """Publish the batch's messages, each group's in seq order, in one broker flush.
+
+        Bounded: the group locks are held meanwhile, and a hung broker must not stall
+        the groups on every process. What is not published is still stored and
+        acknowledged; subscribers get it through recovery instead.
+        """
         if not rows:
             return
-        datas = [message_data(row) for row in rows]
-        await with_room_status(datas, self._rooms)
-        results = await asyncio.gather(
-            *(
-                self._node.publish(channel(row["group_id"]), event_name(row["kind"]), data, offset=row["seq"])
-                for row, data in zip(rows, datas, strict=True)
-            ),
-            return_exceptions=True,
-        )
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                datas = [message_data(row) for row in rows]
+                await with_room_status(datas, self._rooms)
+                results = await asyncio.gather(
+                    *(
+                        self._node.publish(
+                            channel(row["group_id"]), event_name(row["kind"]), data, offset=row["seq"]
+                        )
+                        for row, data in zip(rows, datas, strict=True)
+                    ),
+                    return_exceptions=True,
+                )
+        except TimeoutError:
+            log.warning("publishing %d group messages timed out; they stay stored", len(rows))
+            return
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            # Stored and acknowledged: subscribers get them through recovery instead.
             log.warning("%d group messages stored but not published: %s", len(failed), failed[0])
 
 
