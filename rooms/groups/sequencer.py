@@ -48,6 +48,8 @@ log = logging.getLogger("livemart.groups")
 STOP_TIMEOUT_S = 3.0
 #: Bound on publishing one batch (the batch's group locks are held until it ends).
 PUBLISH_TIMEOUT_S = 5.0
+#: Batches a group may be put back for (its lock busy elsewhere) before it is waited for.
+PATIENCE = 3
 
 
 @dataclass(slots=True)
@@ -83,6 +85,8 @@ class _Worker:
     task: asyncio.Task[None] | None = None
     #: The worker's own connection, kept between batches; None after a failure.
     writer: Writer | None = None
+    #: group id -> batches in a row that could not lock it (another process had it).
+    deferrals: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -217,14 +221,23 @@ class Sequencer:
     async def _lock(self, writer: Writer, worker: _Worker, batch: list[_Item]) -> list[_Item]:
         """Take the publish lock of every group in ``batch`` that is free; put the rest back.
 
-        If none is free, wait for the first one: waiting while holding no other lock
-        cannot deadlock, and it avoids polling.
+        A group that another process keeps busy is waited for once it has been put
+        back ``PATIENCE`` times, so it cannot starve behind the groups that are free.
+        If none is free, wait for the first one. Either way the wait comes before any
+        other lock is held, so it cannot deadlock, and nothing polls.
         """
         ids = sorted({draft.group_id for draft, _ in batch})
-        locked = await writer.try_lock(ids)
+        starving = [g for g in ids if worker.deferrals.get(g, 0) >= PATIENCE]
+        locked: set[int] = set()
+        if starving:
+            await writer.wait_lock(starving[0])
+            locked.add(starving[0])
+        locked |= await writer.try_lock([g for g in ids if g not in locked])
         if not locked:
             await writer.wait_lock(ids[0])
-            locked = {ids[0]}
+            locked.add(ids[0])
+        # Deferred items go back to the front, so they are all in the next batch.
+        worker.deferrals = {g: worker.deferrals.get(g, 0) + 1 for g in ids if g not in locked}
         deferred = [item for item in batch if item[0].group_id not in locked]
         worker.queue.extendleft(reversed(deferred))  # ahead of newer sends, in order
         return [item for item in batch if item[0].group_id in locked]
