@@ -196,6 +196,8 @@ class Sequencer:
 
     async def _commit_batch(self, worker: _Worker, batch: list[_Item]) -> list[_Item]:
         """Lock, write, commit, reply, publish, unlock; returns the items it handled."""
+        if worker.writer is not None and not worker.writer.alive():
+            await self._drop_writer(worker)  # e.g. the database restarted since the last batch
         if worker.writer is None:
             worker.writer = await open_writer(self._db)
         writer = worker.writer

@@ -88,6 +88,9 @@ class Writer(Protocol):
 
     async def close(self) -> None: ...
 
+    def alive(self) -> bool:
+        """False once the connection is known to be gone (the server ended the session)."""
+
     def is_outage(self, exc: BaseException) -> bool:
         """True when ``exc`` means the database is unreachable (tell clients ``unavailable``)."""
 
@@ -244,6 +247,9 @@ class PostgresWriter:
         except Exception:
             self._conn.terminate()
 
+    def alive(self) -> bool:
+        return not self._conn.is_closed()
+
     def is_outage(self, exc: BaseException) -> bool:
         return isinstance(exc, _PG_OUTAGE) or self._conn.is_closed()
 
@@ -355,6 +361,9 @@ class SqlWriter:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    def alive(self) -> bool:
+        return not (self._conn.closed or self._conn.invalidated)
 
     def is_outage(self, exc: BaseException) -> bool:
         if isinstance(exc, (OperationalError, OSError, PoolTimeout)):
