@@ -23,8 +23,8 @@ from tests.processes import TEST_API_KEY, TEST_SECRET, LivemartProcess, ProcessG
 
 pytestmark = pytest.mark.slow
 
-#: Examples per operation and mode; about 40 operations x 2 modes.
-EXAMPLES = 12
+#: Examples per operation and mode (about 40 operations x 2 modes x 2 stacks).
+EXAMPLES = 5
 #: The media endpoints take SDP, not JSON; tests/test_media_relay.py drives them with real offers.
 SKIPPED_PREFIXES = ("/whip", "/whep")
 
@@ -67,8 +67,19 @@ def seed(server: LivemartProcess, headers: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def test_http_api_survives_schemathesis(livemart: ProcessGroup) -> None:
-    server = livemart()
+@pytest.fixture(params=["embedded", "cluster"])
+def server(request: pytest.FixtureRequest, livemart: ProcessGroup) -> LivemartProcess:
+    """SQLite and the in-process broker, or PostgreSQL and Redis (the production path)."""
+    if request.param == "embedded":
+        return livemart()
+    return livemart(
+        redis_url=request.getfixturevalue("redis_url"),
+        redis_prefix=request.getfixturevalue("redis_prefix"),
+        database_url=request.getfixturevalue("postgres_url"),
+    )
+
+
+def test_http_api_survives_schemathesis(server: LivemartProcess) -> None:
     headers = {
         "Authorization": f"Bearer {token('fuzz', 'Fuzz', TEST_SECRET)}",
         "X-API-Key": TEST_API_KEY,
