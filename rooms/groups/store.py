@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +23,7 @@ from realtime.storage import Database
 from . import rules
 from .settings import GroupSettings
 from .tables import groups, invites, members, messages
+from .writers import sql_outage
 
 #: Columns of a group as a member sees it (with their own member row).
 _VIEW = (
@@ -81,6 +84,23 @@ class GroupStore:
         self._db = db
         self._settings = settings
 
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads, in autocommit: no BEGIN/COMMIT round trips.
+
+        Subscribes make three reads each; a reconnect storm of a big group must not
+        tie up the shared pool. Losing the database, or waiting too long for a pooled
+        connection, becomes ``unavailable``.
+        """
+        try:
+            async with self._db.engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+        except Exception as exc:
+            if sql_outage(exc):
+                raise ProtocolError("unavailable", "database unavailable") from exc
+            raise
+
     # --- groups and their members ---------------------------------------------------
 
     async def create(self, owner_id: str, owner_name: str, name: str) -> dict[str, Any]:
@@ -115,7 +135,7 @@ class GroupStore:
 
     async def view(self, group_id: int, user_id: str) -> dict[str, Any]:
         """The group as ``user_id`` sees it; ``not_member`` for anyone else."""
-        async with self._db.begin() as conn:
+        async with self._read() as conn:
             return await self._view(conn, group_id, user_id)
 
     async def _view(self, conn: AsyncConnection, group_id: int, user_id: str) -> dict[str, Any]:
@@ -126,7 +146,7 @@ class GroupStore:
         return group_view(row)
 
     async def my_groups(self, user_id: str) -> list[dict[str, Any]]:
-        async with self._db.begin() as conn:
+        async with self._read() as conn:
             result = await conn.execute(
                 sa.select(*_VIEW)
                 .join_from(groups, members, members.c.group_id == groups.c.id)
@@ -136,13 +156,13 @@ class GroupStore:
             return [group_view(row) for row in result]
 
     async def role(self, group_id: int, user_id: str) -> str | None:
-        async with self._db.begin() as conn:
+        async with self._read() as conn:
             member = await _member(conn, group_id, user_id)
         return None if member is None else member.role
 
     async def members(self, group_id: int, user_id: str) -> list[dict[str, Any]]:
         """The member list, for members only (at most the member cap, so one page)."""
-        async with self._db.begin() as conn:
+        async with self._read() as conn:
             if await _member(conn, group_id, user_id) is None:
                 raise ProtocolError("not_member", "you are not a member of this group")
             result = await conn.execute(
@@ -302,18 +322,18 @@ class GroupStore:
         self, group_id: int, user_id: str, *, after: int, limit: int
     ) -> tuple[list[Row[Any]], int]:
         """Messages after ``after`` in seq order, and the group's last seq."""
-        async with self._db.begin() as conn:
+        async with self._read() as conn:
             view = await self._view(conn, group_id, user_id)
             rows = await _messages_after(conn, group_id, after, view["last_seq"], limit)
         return rows, view["last_seq"]
 
     async def messages_after(self, group_id: int, after: int, upto: int) -> list[Row[Any]]:
-        async with self._db.begin() as conn:
+        async with self._read() as conn:
             return await _messages_after(conn, group_id, after, upto, upto - after)
 
     async def position(self, group_id: int) -> tuple[int, str] | None:
         """(last seq, epoch) of the group's stream, or None if there is no such group."""
-        async with self._db.begin() as conn:
+        async with self._read() as conn:
             result = await conn.execute(_POSITION, {"g": group_id})
             row = result.first()
         return None if row is None else (int(row.last_seq), row.epoch)

@@ -366,8 +366,13 @@ class SqlWriter:
         return not (self._conn.closed or self._conn.invalidated)
 
     def is_outage(self, exc: BaseException) -> bool:
-        if isinstance(exc, (OperationalError, OSError, PoolTimeout)):
-            return True
-        return isinstance(exc, DBAPIError) and (
-            exc.connection_invalidated or "connection" in str(exc.orig).lower()
-        )
+        return sql_outage(exc)
+
+
+def sql_outage(exc: BaseException) -> bool:
+    """True when an SQLAlchemy error means the database is unreachable or saturated."""
+    if isinstance(exc, (OperationalError, OSError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or "connection" in str(exc.orig).lower()
+    )
