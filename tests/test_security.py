@@ -217,6 +217,18 @@ async def test_users_cannot_act_on_each_others_rooms_sales_reservations_or_group
     assert [m["text"] for m in page["messages"]] == ["secret"]
     assert (await api.ok("GET", "/api/me/groups", "mallory"))["groups"] == []
 
+    # A merchant sells only her own products, and only in rooms she hosts or groups she runs.
+    own = await api.ok(
+        "POST", "/api/products", "mallory", json={"title": "Fake", "price_cents": 1, "currency": "EUR"}
+    )
+    for where in ({"room_id": room}, {"group_id": group}):
+        body = {"product_id": own["id"], "stock": 5, **where}
+        assert error_of(await api.call("POST", "/api/flash-sales", "mallory", json=body)) == (
+            403,
+            "forbidden",
+        )
+    assert (await api.ok("GET", f"/api/rooms/{room}", "alice"))["sales"] == []
+
 
 # --- ids that cannot be stored (fixed: they used to answer 500) ---------------------------
 
