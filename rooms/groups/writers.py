@@ -42,6 +42,8 @@ LOCK_CLASS = 0x6C6D6772
 KEY_MOD = 2**31 - 1
 #: Bound on connecting and on each statement, so an unreachable database fails sends quickly.
 PG_TIMEOUT_S = 5.0
+#: Bound on waiting for another process's publish lock on a group.
+LOCK_WAIT_S = 15.0
 
 GroupState = dict[int, tuple[int, bool]]
 """group id -> (last seq, muted_all), for the groups locked by this batch."""
@@ -180,7 +182,8 @@ class PostgresWriter:
         return {int(r[0]) for r in rows}
 
     async def wait_lock(self, group_id: int) -> None:
-        await self._conn.execute(_WAIT_LOCK, LOCK_CLASS, group_id, KEY_MOD)
+        # The holder keeps the lock through a transaction and a bounded publish.
+        await self._conn.execute(_WAIT_LOCK, LOCK_CLASS, group_id, KEY_MOD, timeout=LOCK_WAIT_S)
 
     async def unlock(self) -> None:
         await self._conn.execute(_UNLOCK)
