@@ -85,7 +85,11 @@ def main(argv: Sequence[str] | None, *, assemble: Assemble, register: Sequence[R
     if args.command == "serve" and args.workers > 1 and settings.redis_url is None:
         print("livemart: --workers needs REDIS_URL: workers share state through Redis", file=sys.stderr)
         return 2
-    assembly = assemble(settings)
+    try:
+        assembly = assemble(settings)
+    except ConfigError as exc:
+        print(f"livemart: configuration error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "migrate" or not args.no_migrate:
         asyncio.run(_migrate(assembly))
         if args.command == "migrate":

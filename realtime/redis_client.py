@@ -21,11 +21,21 @@ def is_cluster(url: str) -> bool:
     return "," in url or urlsplit(url).scheme.endswith("+cluster")
 
 
+#: Connections one client opens to one Redis node at most. Callers beyond it wait (up
+#: to POOL_TIMEOUT_S) instead of failing: a reconnect storm of a thousand clients all
+#: recovering at once must queue, not error.
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT_S = 5.0
+
+
 def connect(url: str, **options: Any) -> RedisClient:
     """A client for ``url`` (nothing is contacted until the first command)."""
     options.setdefault("socket_connect_timeout", 2)
     if not is_cluster(url):
-        return aioredis.Redis.from_url(url, **options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, **options
+        )
+        return aioredis.Redis(connection_pool=pool)
     nodes = []
     tls = False
     for part in url.split(","):
@@ -38,4 +48,5 @@ def connect(url: str, **options: Any) -> RedisClient:
             options.setdefault("password", parts.password)
         if parts.username:
             options.setdefault("username", parts.username)
-    return RedisCluster(startup_nodes=nodes, ssl=tls, **options)
+    # The cluster client has no waiting pool: allow more connections per node instead.
+    return RedisCluster(startup_nodes=nodes, ssl=tls, max_connections=16 * MAX_CONNECTIONS, **options)

@@ -31,9 +31,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from . import redis_client
 from .auth import TokenAuthority
 from .broker import Broker, MemoryBroker
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import CloseCode, ProtocolError
 from .gateway import Gateway
 from .http import (
@@ -86,11 +87,15 @@ class Core:
         self.gateway = Gateway(self.node, self.tokens, settings, self.metrics)
         self.db = Database(settings.database_url)
         #: Shared Redis client for domain state (counters, presence, stock); None when embedded.
-        self.redis: aioredis.Redis | None = (
-            None
-            if settings.redis_url is None
-            else aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-        )
+        self.redis: aioredis.Redis | None = None
+        if settings.redis_url is not None:
+            client = redis_client.connect(settings.redis_url)
+            if not isinstance(client, aioredis.Redis):
+                raise ConfigError(
+                    "REDIS_URL names a Redis Cluster; the broker supports it, the room and "
+                    "sale state do not yet (see docs/operations.md)"
+                )
+            self.redis = client
         self._background: list[asyncio.Task[None]] = []
 
     def redis_key(self, tag: str, name: str) -> str:

@@ -1,0 +1,115 @@
+"""Faults with real processes: a process killed mid-stream, dependencies going away.
+
+Clients here behave like the web client: on a dropped connection they reconnect to
+another process and resubscribe with ``since``; the test then checks that every viewer
+saw every comment exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from tests.processes import TEST_SECRET, LivemartProcess, ProcessGroup, token
+from tests.wsclient import WsClient, WsClosed
+
+VIEWERS = 2000
+COMMENTS = 30
+KILL_AFTER = 10
+
+#: No sampling and a generous per-user rate: this test is about loss, not budgets.
+ROOM_ENV = {
+    "LIVEMART_COMMENT_RATE": "100",
+    "LIVEMART_COMMENT_BURST": "100",
+    "LIVEMART_COMMENT_BUDGET": "100000",
+}
+
+
+@dataclass
+class Viewer:
+    """A room viewer that reconnects elsewhere and recovers, like the web client."""
+
+    servers: list[LivemartProcess]
+    home: int
+    room: str
+    texts: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    reconnects: int = 0
+    recovered: list[bool] = field(default_factory=list)
+    epoch: str = ""
+    joined_at: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def take(self, push: dict[str, object]) -> None:
+        if push.get("ev") == "comment":
+            off = int(push["off"])  # type: ignore[call-overload]
+            self.offsets.append(off)
+            self.texts.append(str(push["data"]["text"]))  # type: ignore[index]
+            if len(self.texts) >= COMMENTS:
+                self.done.set()
+
+    async def join(self) -> WsClient:
+        client = await WsClient.connect(self.servers[self.home].ws_url, timeout=30)
+        reply = await client.call("subscribe", ch=f"room:{self.room}")
+        self.epoch, self.joined_at = reply["epoch"], reply["off"]
+        return client
+
+    async def run(self, client: WsClient) -> None:
+        last = self.joined_at
+        while not self.done.is_set():
+            try:
+                push = await client.next_push(timeout=60)
+                self.take(push)
+            except WsClosed:
+                self.reconnects += 1
+                alive = [s for s in self.servers if s.returncode is None]
+                server = alive[self.reconnects % len(alive)]
+                client = await WsClient.connect(server.ws_url, timeout=30)
+                since = {"off": self.offsets[-1] if self.offsets else last, "epoch": self.epoch}
+                reply = await client.call("subscribe", ch=f"room:{self.room}", since=since)
+                self.recovered.append(reply["recovered"])
+                for push in reply["missed"]:
+                    self.take(push)
+        await client.close()
+
+
+@pytest.mark.slow
+async def test_kill_one_of_three_during_a_comment_stream(
+    livemart: ProcessGroup, redis_url: str, redis_prefix: str, postgres_url: str
+) -> None:
+    servers = [
+        livemart.start(redis_url=redis_url, redis_prefix=redis_prefix, database_url=postgres_url, env=ROOM_ENV)
+        for _ in range(3)
+    ]
+    host = token("host", "Host", TEST_SECRET)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {host}"}) as http:
+        room = (await http.post(f"{servers[0].url}/api/rooms", json={"title": "fault"})).json()["id"]
+
+    viewers = [Viewer(servers, i % 3, str(room)) for i in range(VIEWERS)]
+    tasks = []
+    for start in range(0, VIEWERS, 100):  # ramp up, as real audiences do
+        batch = viewers[start : start + 100]
+        clients = await asyncio.gather(*(v.join() for v in batch))
+        tasks += [asyncio.create_task(v.run(c)) for v, c in zip(batch, clients, strict=True)]
+
+    async with await WsClient.connect(servers[0].ws_url, token=token("c", "C", TEST_SECRET)) as commenter:
+        for i in range(COMMENTS):
+            if i == KILL_AFTER:
+                os.kill(servers[2].pid, signal.SIGKILL)
+            await commenter.call("comment", room=str(room), text=f"c{i}")
+            await asyncio.sleep(0.1)
+    async with asyncio.timeout(120):
+        await asyncio.gather(*tasks)
+
+    expected = [f"c{i}" for i in range(COMMENTS)]
+    moved = [v for v in viewers if v.home == 2]
+    assert all(v.reconnects >= 1 for v in moved)
+    assert all(all(v.recovered) for v in moved), "every reconnect recovered from history"
+    for viewer in viewers:
+        assert viewer.texts == expected, "no gap, no duplicate, in order"
+        assert viewer.offsets == sorted(set(viewer.offsets))
