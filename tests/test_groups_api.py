@@ -423,3 +423,18 @@ async def test_two_processes_sharing_the_database_assign_gap_free_seqs(database_
             assert seqs == list(range(1, len(seqs) + 1))
             page = await two.history(gid, "owner")
             assert [m["seq"] for m in page["messages"]] == seqs and page["last_seq"] == len(seqs)
+
+
+async def test_one_bad_message_does_not_fail_the_batch_it_would_share(server: Server) -> None:
+    """PostgreSQL text cannot hold NUL: such a message is refused before it is queued."""
+    gid = await server.group_with("owner", "ann", "bob")
+    path = f"/api/groups/{gid}/messages"
+    bodies = [("ann", {"text": f"fine {i}", "client_msg_id": f"a{i}"}) for i in range(10)]
+    bodies.insert(5, ("bob", {"text": "bad\x00text", "client_msg_id": "b1"}))
+    bodies.insert(7, ("bob", {"text": "ok", "client_msg_id": "b\x002"}))
+    replies = await asyncio.gather(*(server.call("POST", path, user, json=body) for user, body in bodies))
+    codes = [r.status_code for r in replies]
+    assert codes.count(201) == 10 and codes.count(400) == 2
+    assert [m["text"] for m in (await server.history(gid, "owner"))["messages"]] == [
+        f"fine {i}" for i in range(10)
+    ]

@@ -133,6 +133,12 @@ def test_text_rules() -> None:
     assert code_of(lambda: rules.check_text("text", "toolong", max_chars=5)) == "too_large"
 
 
+def test_nul_characters_are_refused_or_dropped() -> None:
+    assert code_of(lambda: rules.check_text("text", "a\x00b", max_chars=5)) == "bad_request"
+    assert code_of(lambda: rules.card_ref("room_card", "4\x002")) == "bad_request"
+    assert rules.display_name("An\x00n") == "Ann"
+
+
 def test_unread_never_negative() -> None:
     assert rules.unread(10, 4) == 6
     assert rules.unread(4, 10) == 0

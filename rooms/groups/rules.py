@@ -156,6 +156,7 @@ def card_ref(kind: str, raw: Any) -> dict[str, str] | None:
     text = str(value)
     if len(text) > 64:
         raise ProtocolError("too_large", "ref id is longer than 64 characters")
+    check_storable("ref", text)
     return {field: text}
 
 
@@ -165,6 +166,19 @@ def check_text(kind: str, text: str, *, max_chars: int) -> None:
         raise ProtocolError("too_large", f"text is longer than {max_chars} characters")
     if kind not in CARD_REF_FIELD and not text.strip():
         raise ProtocolError("bad_request", "text must not be empty")
+    check_storable("text", text)
+
+
+def check_storable(field: str, value: str) -> None:
+    """Refuse NUL characters: PostgreSQL text cannot hold them, and one such message
+    would fail the whole write batch it shares with other senders."""
+    if "\x00" in value:
+        raise ProtocolError("bad_request", f"{field} must not contain NUL characters")
+
+
+def display_name(name: str) -> str:
+    """A name from a token as stored and shown (NULs dropped, see check_storable)."""
+    return name.replace("\x00", "")
 
 
 def unread(last_seq: int, read_seq: int) -> int:

@@ -65,13 +65,16 @@ class GroupChats:
 
     async def create(self, identity: Identity, name: str) -> dict[str, Any]:
         user = identity.require_user()
-        return await self.store.create(user, identity.name, name)
+        rules.check_storable("name", name)
+        return await self.store.create(user, rules.display_name(identity.name), name)
 
     async def join(self, identity: Identity, code: str) -> dict[str, Any]:
         user = identity.require_user()
-        group, joined = await self.store.join(code, user, identity.name)
+        rules.check_storable("code", code)
+        name = rules.display_name(identity.name)
+        group, joined = await self.store.join(code, user, name)
         if joined:
-            joined_data = {"user_id": user, "name": identity.name}
+            joined_data = {"user_id": user, "name": name}
             await self._announce_membership(group["id"], "member.join", joined_data)
         return group
 
@@ -103,9 +106,11 @@ class GroupChats:
         rules.check_text(kind, text, max_chars=self.settings.max_text_chars)
         ref = rules.card_ref(kind, args.raw("ref"))
         client_msg_id = args.text("client_msg_id", max_len=rules.MAX_CLIENT_ID_CHARS)
+        rules.check_storable("client_msg_id", client_msg_id)
         if kind == "room_card" and ref is not None and self._rooms is not None:
             await self._require_room(ref["room_id"])
-        draft = Draft(group_id, user, identity.name, kind, text, ref, client_msg_id)
+        name = rules.display_name(identity.name)
+        draft = Draft(group_id, user, name, kind, text, ref, client_msg_id)
         return await self.sequencer.submit(draft)
 
     async def _require_room(self, room_id: str) -> None:
@@ -118,7 +123,10 @@ class GroupChats:
         text = args.text("text", max_len=self.settings.max_text_chars)
         rules.check_text(rules.ANNOUNCEMENT, text, max_chars=self.settings.max_text_chars)
         client_msg_id = args.opt_text("client_msg_id", max_len=rules.MAX_CLIENT_ID_CHARS)
-        draft = Draft(group_id, user, identity.name, rules.ANNOUNCEMENT, text, None, client_msg_id)
+        if client_msg_id is not None:
+            rules.check_storable("client_msg_id", client_msg_id)
+        name = rules.display_name(identity.name)
+        draft = Draft(group_id, user, name, rules.ANNOUNCEMENT, text, None, client_msg_id)
         return await self.sequencer.submit(draft)
 
     async def recall(self, identity: Identity, group_id: int, seq: int) -> Receipt:
@@ -126,7 +134,8 @@ class GroupChats:
         user = identity.require_user()
         if not 0 < seq <= MAX_ID:
             raise ProtocolError("not_found", "no such message")
-        draft = Draft(group_id, user, identity.name, rules.RECALL, "", {"seq": seq}, None, recall_seq=seq)
+        name = rules.display_name(identity.name)
+        draft = Draft(group_id, user, name, rules.RECALL, "", {"seq": seq}, None, recall_seq=seq)
         return await self.sequencer.submit(draft)
 
     async def read(self, identity: Identity, group_id: int, seq: int) -> int:
