@@ -18,6 +18,7 @@ from realtime.config import Settings
 from realtime.server import Core, Module
 from rooms.groups import GroupChats, GroupSettings
 from rooms.live import LiveRooms, RoomSettings
+from rooms.media import MediaRelay, MediaSettings
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -42,7 +43,9 @@ def assemble(settings: Settings) -> cli.Assembly:
     rooms = LiveRooms(core, catalog=catalog, settings=room_settings)
     groups = GroupChats(core, rooms=None, settings=group_settings)
     shop = Commerce(core, catalog=catalog, rooms=rooms, groups=groups, settings=shop_settings)
-    modules: Sequence[Module] = [rooms, groups, shop]
+    media = MediaRelay(rooms.media_access(), MediaSettings.from_env())
+    rooms.on_room_end(media.end_room)
+    modules: Sequence[Module] = [rooms, groups, shop, media]
     spec = openapi.document(
         rooms=room_settings, groups=group_settings, shop=shop_settings, max_body_bytes=settings.max_body_bytes
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,3 +146,7 @@ class LiveRooms:
 
     def media_access(self) -> MediaAccess:
         return RoomMediaAccess(self.service)
+
+    def on_room_end(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Call ``listener(room_id)`` when a room is ended through this process."""
+        self.service.end_listeners.append(listener)

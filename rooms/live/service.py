@@ -5,6 +5,7 @@ product catalog."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from realtime.auth import Identity
@@ -40,6 +41,8 @@ class RoomService:
         metrics: RoomMetrics,
     ) -> None:
         self._node = node
+        #: Called with the room id after a room ends here (e.g. to stop its media).
+        self.end_listeners: list[Callable[[str], Awaitable[None]]] = []
         self.directory = directory
         self.state = state
         self._activity = activity
@@ -69,6 +72,8 @@ class RoomService:
             await self.state.set_status(room_id, "ended")
             await self._node.publish(channel(room_id), "room.end", {})
             await self.state.forget(room_id)
+            for listener in self.end_listeners:
+                await listener(room_id)
         return await self.directory.get(room_id)
 
     async def stream_changed(self, room_id: str, status: RoomStatus) -> None:

@@ -4,6 +4,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 from aiortc import RTCPeerConnection
@@ -36,7 +37,11 @@ class MediaRelay:
 
     Nothing is decoded or re-encoded: each viewer costs packetization, SRTP and a UDP
     send per packet. All state is in this process; see docs/media.md for scaling out.
+    It is a module of the server (realtime.server.Module): routes, and sessions closed
+    on shutdown; it owns no tables.
     """
+
+    migrations: Path | None = None
 
     def __init__(self, access: MediaAccess, settings: MediaSettings | None = None) -> None:
         check_hooks()
@@ -51,6 +56,12 @@ class MediaRelay:
         from .routes import MediaEndpoints  # routes refers back to this class
 
         return MediaEndpoints(self).routes()
+
+    async def start(self) -> None:
+        """Nothing to start: peer connections are made per request."""
+
+    async def stop(self) -> None:
+        await self.close()
 
     def viewer_count(self, room_id: str) -> int:
         room = self._rooms.get(room_id)

@@ -1,8 +1,12 @@
 """Operator settings of the media relay."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCIceServer
+
+from realtime.config import Env
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +29,15 @@ class MediaSettings:
             raise ValueError("max_viewers_per_room must be >= 0")
         if self.connect_timeout_s <= 0:
             raise ValueError("connect_timeout_s must be > 0")
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> MediaSettings:
+        env = env or Env()
+        return cls(
+            ice_servers=env.items("LIVEMART_ICE_SERVERS"),
+            max_viewers_per_room=env.integer("LIVEMART_MAX_VIEWERS_PER_ROOM", 200),
+            connect_timeout_s=env.number("LIVEMART_MEDIA_CONNECT_TIMEOUT_S", 30.0),
+        )
 
     def rtc_configuration(self) -> RTCConfiguration:
         """A configuration with exactly the configured ICE servers, never aiortc's default."""
