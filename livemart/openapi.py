@@ -43,7 +43,6 @@ ERROR_STATUSES = {
     "410": "Too late: the hold or the recall window `expired`.",
     "413": "A field or the body is over its limit (`too_large`).",
     "415": "WHIP/WHEP: the body is not `application/sdp`.",
-    "429": "Slow down (`rate_limited`).",
     "501": "WHIP/WHEP: trickle ICE and ICE restarts are not implemented.",
     "503": "Redis or the database is unreachable, or the server is draining; nothing was done.",
 }
@@ -812,7 +811,7 @@ def group_paths(groups: GroupSettings) -> dict[str, Schema]:
                 security=USER,
                 parameters=[GROUP_ID],
                 request=body(send_body),
-                responses={**created_or_replayed, **errors(400, 401, 403, 404, 413, 429, 503)},
+                responses={**created_or_replayed, **errors(400, 401, 403, 404, 413, 503)},
             ),
         },
         f"{base}/messages/{{seq}}": {
@@ -844,7 +843,7 @@ def group_paths(groups: GroupSettings) -> dict[str, Schema]:
                         "text",
                     )
                 ),
-                responses={**created_or_replayed, **errors(400, 401, 403, 404, 413, 429, 503)},
+                responses={**created_or_replayed, **errors(400, 401, 403, 404, 413, 503)},
             )
         },
         f"{base}/read": {
