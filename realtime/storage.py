@@ -18,6 +18,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import ProtocolError
@@ -60,6 +61,8 @@ class Database:
         try:
             async with self.engine.begin() as conn:
                 yield conn
+        except PoolTimeout as exc:
+            raise ProtocolError("unavailable", "database busy: no connection free in time") from exc
         except (OperationalError, DBAPIError, OSError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_outage(exc):
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -9,6 +10,7 @@ import pytest
 
 from realtime.storage import Database, migrate
 from rooms.live import LiveRooms
+from rooms.live.directory import RoomDirectory
 from rooms.live.repository import RoomRepository, parse_room_id
 
 
@@ -91,3 +93,21 @@ async def test_embedded_totals_round_trip(repository: RoomRepository) -> None:
     assert (totals.likes, totals.comments, totals.peak_viewers) == (12, 3, 4)
     assert totals.viewer_ids == {"a", "b", "c"}
     assert totals.interacting_ids == {"a", "b"}
+
+
+async def test_a_storm_of_lookups_for_one_room_makes_one_query(repository: RoomRepository) -> None:
+    """Thousands of viewers reconnecting at once must not exhaust the SQL pool."""
+    room = await repository.create("storm", "host")
+    queries = 0
+    real_get = repository.get
+
+    async def counting_get(room_id: str):  # type: ignore[no-untyped-def]
+        nonlocal queries
+        queries += 1
+        await asyncio.sleep(0.05)
+        return await real_get(room_id)
+
+    repository.get = counting_get  # type: ignore[method-assign]
+    directory = RoomDirectory(repository, ttl_s=0.0)
+    found = await asyncio.gather(*(directory.get(room.id) for _ in range(500)))
+    assert queries == 1 and {r.id for r in found} == {room.id}

@@ -7,6 +7,7 @@ comment is allowed) reads the shared state instead.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from realtime.errors import ProtocolError
@@ -23,6 +24,9 @@ class RoomDirectory:
         self.repository = repository
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[float, Room]] = {}
+        #: Lookups in flight, shared by everyone asking for the same room meanwhile: a
+        #: reconnect storm of thousands of viewers makes one query, not thousands.
+        self._loading: dict[str, asyncio.Future[Room | None]] = {}
 
     async def create(self, title: str, host_id: str) -> Room:
         room = await self.repository.create(title, host_id)
@@ -33,11 +37,26 @@ class RoomDirectory:
         cached = self._cache.get(room_id)
         if cached is not None and time.monotonic() - cached[0] < self._ttl_s:
             return cached[1]
-        room = await self.repository.get(room_id)
+        loading = self._loading.get(room_id)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        loading = self._loading[room_id] = asyncio.get_running_loop().create_future()
+        try:
+            room = await self.repository.get(room_id)
+        except asyncio.CancelledError:
+            loading.cancel()
+            raise
+        except Exception as exc:
+            loading.set_exception(exc)
+            loading.exception()  # marked as retrieved; waiters re-raise it themselves
+            raise
+        finally:
+            del self._loading[room_id]
         if room is None:
             self._cache.pop(room_id, None)
         else:
             self._remember(room)
+        loading.set_result(room)
         return room
 
     async def get(self, room_id: str) -> Room:
