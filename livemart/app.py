@@ -41,7 +41,7 @@ def assemble(settings: Settings) -> cli.Assembly:
     group_settings = GroupSettings.from_env()
     catalog = Catalog(core, settings=shop_settings)
     rooms = LiveRooms(core, catalog=catalog, settings=room_settings)
-    groups = GroupChats(core, rooms=None, settings=group_settings)
+    groups = GroupChats(core, rooms=rooms, settings=group_settings)
     shop = Commerce(core, catalog=catalog, rooms=rooms, groups=groups, settings=shop_settings)
     media = MediaRelay(rooms.media_access(), MediaSettings.from_env())
     rooms.on_room_end(media.end_room)

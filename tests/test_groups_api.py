@@ -27,13 +27,19 @@ from rooms.groups.tables import invites, messages
 SECRET = "groups-api-test-secret-0123456789abcdef"
 
 
+@dataclass(frozen=True)
+class FakeRoom:
+    title: str
+    status: str
+
+
 class FakeRooms:
     """Live rooms as group chats see them: a lookup by id."""
 
-    def __init__(self, rooms: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, rooms: Mapping[str, FakeRoom]) -> None:
         self.rooms = rooms
 
-    async def room(self, room_id: str) -> Mapping[str, Any] | None:
+    async def room(self, room_id: str) -> FakeRoom | None:
         return self.rooms.get(room_id)
 
 
@@ -385,7 +391,7 @@ async def test_bad_input_is_refused(server: Server) -> None:
 
 
 async def test_cards_carry_their_reference_and_the_room_status(database_url: str) -> None:
-    rooms = FakeRooms({"7": {"id": "7", "title": "Tea tasting", "status": "live"}})
+    rooms = FakeRooms({"7": FakeRoom("Tea tasting", "live")})
     async with running(database_url, rooms=rooms) as server:
         gid = await server.group_with("owner", "ann")
         path = f"/api/groups/{gid}/messages"

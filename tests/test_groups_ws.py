@@ -155,6 +155,18 @@ async def test_members_subscribe_and_receive_messages_with_seq_offsets(any_serve
             "recall",
             {"seq": 5},
         )
+        # A room card carries the live room's current status, live and in history.
+        room = await api.ok("POST", "/api/rooms", "owner", {"title": "Tea tasting"})
+        card = {"text": "", "client_msg_id": "card", "kind": "room_card", "ref": {"room_id": room["id"]}}
+        assert await owner.call("group.send", group=gid, **card) == {"seq": 8}
+        pushed = (await ann.pushes_until(lambda p: p["off"] == 8))[-1]["data"]["ref"]
+        expected = {"room_id": str(room["id"]), "status": "offline", "title": "Tea tasting"}
+        assert pushed == expected
+        page = await api.ok("GET", f"/api/groups/{gid}/messages?after=7", "ann")
+        assert page["messages"][0]["ref"] == expected
+        with pytest.raises(WsError) as info:
+            await owner.call("group.send", group=gid, **{**card, "ref": "999999", "client_msg_id": "c2"})
+        assert info.value.code == "not_found"
     finally:
         await owner.close()
         await ann.close()

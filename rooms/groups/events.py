@@ -9,14 +9,24 @@ from typing import Any, Protocol
 from .rules import ANNOUNCEMENT
 
 
+class LiveRoom(Protocol):
+    """What a room card shows of a live room (rooms.live.records.Room has it)."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+
 class LiveRoomDirectory(Protocol):
     """What group chats need from live rooms (rooms.live.LiveRooms provides it)."""
 
-    async def room(self, room_id: str) -> Mapping[str, Any] | None: ...
+    async def room(self, room_id: str) -> LiveRoom | None: ...
 
 
 #: Looks up a live room's current state by id; None when unknown.
-RoomLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+RoomLookup = Callable[[str], Awaitable[LiveRoom | None]]
 
 
 def channel(group_id: int) -> str:
@@ -50,7 +60,7 @@ async def with_room_status(messages: list[dict[str, Any]], lookup: RoomLookup | 
     """
     if lookup is None:
         return
-    seen: dict[str, Mapping[str, Any] | None] = {}
+    seen: dict[str, LiveRoom | None] = {}
     for message in messages:
         ref = message["ref"]
         if message["kind"] != "room_card" or ref is None or message["recalled"]:
@@ -59,6 +69,7 @@ async def with_room_status(messages: list[dict[str, Any]], lookup: RoomLookup | 
         if room_id not in seen:
             seen[room_id] = await lookup(room_id)
         room = seen[room_id]
-        ref["status"] = room.get("status") if room is not None else "unknown"
-        if room is not None and "title" in room:
-            ref["title"] = room["title"]
+        if room is None:
+            ref["status"] = "unknown"
+        else:
+            ref["status"], ref["title"] = room.status, room.title
