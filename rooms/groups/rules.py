@@ -12,7 +12,6 @@ from typing import Any
 
 from realtime.errors import ProtocolError
 
-ROLES = ("owner", "admin", "member")
 _RANK = {"owner": 3, "admin": 2, "member": 1}
 
 #: Kinds a member may send with ``group.send``.
