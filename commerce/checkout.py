@@ -29,6 +29,7 @@ from .ledger import Attempt, Level, Outcome
 from .metrics import CommerceMetrics
 from .peers import GroupRoles
 from .reconcile import Reconciler
+from .recorder import HoldRecorder
 from .reservations import Recording, ReservationStore
 from .settings import CommerceSettings
 
@@ -76,6 +77,7 @@ class Checkout:
         *,
         catalog: Catalog,
         reservations: ReservationStore,
+        recorder: HoldRecorder,
         reconciler: Reconciler,
         groups: GroupRoles,
         stock_events: StockAnnouncer,
@@ -86,6 +88,7 @@ class Checkout:
         self._catalog = catalog
         self._ledger = catalog.ledger
         self._reservations = reservations
+        self._recorder = recorder
         self._reconciler = reconciler
         self._groups = groups
         self._stock_events = stock_events
@@ -133,7 +136,7 @@ class Checkout:
                 expires_ms=result.deadline_ms,
                 created_ms=now,
             )
-            recorded = await self._reservations.record(res, result.generation)
+            recorded = await self._recorder.record(res, result.generation)
             if recorded.outcome is Recording.RECORDED:
                 self._stock_events.changed(sale, result.remaining, result.version)
                 return ReservationReply(res, False)

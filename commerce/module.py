@@ -19,6 +19,7 @@ from .metrics import CommerceMetrics
 from .ops import reserve_op
 from .peers import GroupRoles, RoomDirectory
 from .reconcile import Reconciler
+from .recorder import HoldRecorder
 from .reservations import ReservationStore
 from .sales import SaleDesk
 from .settings import CommerceSettings
@@ -50,6 +51,7 @@ class Commerce:
         self.db = core.db
         self.metrics = CommerceMetrics(core.metrics.registry)
         self.reservations = ReservationStore(core.db)
+        self.recorder = HoldRecorder(self.reservations)
         self.reconciler = Reconciler(catalog, self.reservations, self.metrics)
         self.stock_events = StockAnnouncer(
             core.node, catalog.ledger, interval_s=settings.stock_event_interval_s
@@ -64,6 +66,7 @@ class Commerce:
         self.checkout = Checkout(
             catalog=catalog,
             reservations=self.reservations,
+            recorder=self.recorder,
             reconciler=self.reconciler,
             groups=groups,
             stock_events=self.stock_events,
@@ -98,5 +101,6 @@ class Commerce:
     async def stop(self) -> None:
         await self.sweeper.stop()
         await self.checkout.close()
+        await self.recorder.close(STOP_TIMEOUT_S)
         await self.stock_events.close(STOP_TIMEOUT_S)
         await self.purchases.close(STOP_TIMEOUT_S)

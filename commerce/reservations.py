@@ -3,7 +3,7 @@
 Two fences keep SQL and the ledger from disagreeing without any lock held across them:
 
 * Generation: a reservation row is inserted only if the sale's ``generation`` is still
-  the one the ledger answered from (``INSERT … SELECT … FOR SHARE``). Reconciliation bumps
+  the one the ledger answered from (read ``FOR SHARE`` in the same transaction). Reconciliation bumps
   the generation before it reads, so an insert either lands before the read (and is
   counted) or fails (and its hold is undone).
 * Primary key: the sweeper writes a ``void`` row for a hold that has no row when its
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from realtime.storage import Database
@@ -60,40 +61,53 @@ class ReservationStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._fenced_insert = _fenced_insert(db.dialect)
 
-    async def record(self, res: Reservation, generation: int) -> Recorded:
-        """Insert a granted hold, fenced by the generation the ledger answered from."""
-        values: list[Any] = [
-            sa.literal(res.id, sa.String),
-            sa.literal(res.sale_id, sa.String),
-            sa.literal(res.user_id, sa.String),
-            sa.literal(res.quantity, sa.Integer),
-            sa.literal(res.status, sa.String),
-            sa.literal(res.source, sa.String),
-            sa.literal(res.idem_key, sa.String),
-            sa.literal(res.expires_ms, sa.BigInteger),
-            sa.literal(res.created_ms, sa.BigInteger),
-            sa.literal(res.created_ms, sa.BigInteger),
+    async def record_many(self, items: Sequence[tuple[Reservation, int]]) -> list[Recorded]:
+        """Insert granted holds in one transaction, each fenced by its generation.
+
+        Each row is inserted only if its sale still has the generation the ledger
+        answered from, reading the sale row ``FOR SHARE`` (PostgreSQL): a rebuild's
+        generation bump waits for this commit, or this insert sees the bumped generation
+        and skips the stale hold. On SQLite the insert takes the single write lock first,
+        which fences alike. Rows whose id or (user, key) already exist are skipped too.
+        """
+        params = [
+            {
+                "rid": r.id,
+                "sid": r.sale_id,
+                "uid": r.user_id,
+                "qty": r.quantity,
+                "st": r.status,
+                "src": r.source,
+                "key": r.idem_key,
+                "exp": r.expires_ms,
+                "now": r.created_ms,
+                "gen": gen,
+            }
+            for r, gen in items
         ]
-        source = (
-            sa.select(*values)
-            .select_from(sales)
-            .where(sales.c.id == res.sale_id, sales.c.generation == generation)
-            .with_for_update(read=True)
-        )
-        columns = ["id", "sale_id", "user_id", "quantity", "status", "source", "idem_key"]
-        stmt = reservations.insert().from_select([*columns, "expires_ms", "created_ms", "updated_ms"], source)
-        try:
-            async with self.db.begin() as conn:
-                inserted = (await conn.execute(stmt)).rowcount
-        except IntegrityError:
-            if await self.get(res.id) is not None:
-                return Recorded(Recording.ID_TAKEN)
-            existing = None if res.idem_key is None else await self.by_key(res.user_id, res.idem_key)
-            if existing is None:
-                raise
+        ids = [r.id for r, _ in items]
+        async with self.db.begin() as conn:
+            await conn.execute(self._fenced_insert, params)
+            found = await conn.execute(
+                sa.select(reservations.c.id, reservations.c.status).where(reservations.c.id.in_(ids))
+            )
+            # A row with one of our ids is ours unless the sweeper voided that id first.
+            inserted = {row.id for row in found if row.status != VOID}
+        out = []
+        for res, _ in items:
+            out.append(Recorded(Recording.RECORDED) if res.id in inserted else await self._refused(res))
+        return out
+
+    async def _refused(self, res: Reservation) -> Recorded:
+        """Why a row was skipped: its id was voided, its key is taken, or the fence held."""
+        if await self.get(res.id) is not None:
+            return Recorded(Recording.ID_TAKEN)
+        existing = None if res.idem_key is None else await self.by_key(res.user_id, res.idem_key)
+        if existing is not None:
             return Recorded(Recording.KEY_TAKEN, existing)
-        return Recorded(Recording.RECORDED if inserted == 1 else Recording.FENCED)
+        return Recorded(Recording.FENCED)
 
     async def get(self, reservation_id: str) -> Reservation | None:
         async with self.db.begin() as conn:
@@ -261,6 +275,35 @@ class ReservationStore:
         )
         async with self.db.begin() as conn:
             return [Order.from_row(row._mapping) for row in await conn.execute(query)]
+
+
+def _fenced_insert(dialect: str) -> Any:
+    """``INSERT … SELECT … FROM sales WHERE generation = :gen FOR SHARE ON CONFLICT DO NOTHING``."""
+    p = sa.bindparam
+    row = sa.select(
+        p("rid", type_=sa.String),
+        p("sid", type_=sa.String),
+        p("uid", type_=sa.String),
+        p("qty", type_=sa.Integer),
+        p("st", type_=sa.String),
+        p("src", type_=sa.String),
+        p("key", type_=sa.String),
+        p("exp", type_=sa.BigInteger),
+        p("now", type_=sa.BigInteger),
+        p("now", type_=sa.BigInteger),
+    )
+    fenced = (
+        row.select_from(sales)
+        .where(sales.c.id == p("sid", type_=sa.String), sales.c.generation == p("gen", type_=sa.Integer))
+        .with_for_update(read=True)
+    )
+    columns = ["id", "sale_id", "user_id", "quantity", "status", "source", "idem_key"]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(reservations)
+        .from_select([*columns, "expires_ms", "created_ms", "updated_ms"], fenced)
+        .on_conflict_do_nothing()
+    )
 
 
 def _order_values(order: Order) -> dict[str, object]:
