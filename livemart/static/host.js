@@ -128,6 +128,8 @@ export function mountRoom(ctx, view, { roomId }) {
   let camera = null;
   let publishing = null;
   let statsTimer = null;
+  /** What the product list was last drawn from: redrawing it closes open sale forms. */
+  let drawnProducts = null;
 
   // -- header ---------------------------------------------------------------
   const title = h('h1', { id: 'host-room-title', text: `Room ${roomId}` });
@@ -319,10 +321,16 @@ export function mountRoom(ctx, view, { roomId }) {
   function renderProducts() {
     const products = remembered('products', userId);
     const pinnedId = room?.pinned ? String(room.pinned.id) : null;
-    replace(
-      productList,
-      products.length ? products.map((product) => productItem(product, String(product.id) === pinnedId)) : h('li', { class: 'hint', text: 'No products yet.' }),
-    );
+    // Stock and sale events come many times a second during a sale: they redraw only
+    // the sale list, so a form being filled in and a "Sale started" message stay put.
+    const drawing = JSON.stringify([pinnedId, products.map((product) => product.id)]);
+    if (drawing !== drawnProducts) {
+      drawnProducts = drawing;
+      replace(
+        productList,
+        products.length ? products.map((product) => productItem(product, String(product.id) === pinnedId)) : h('li', { class: 'hint', text: 'No products yet.' }),
+      );
+    }
     const sales = room ? [...room.sales.values()] : [];
     replace(
       saleList,
