@@ -72,6 +72,9 @@ class _Channel:
     #: Subscribers whose subscribe reply is not sent yet, with what they missed meanwhile.
     joining: dict[Subscriber, list[Publication]] = field(default_factory=dict)
     pending: list[Publication] = field(default_factory=list)
+    #: Subscribers that went live while ``pending`` held publications their subscribe
+    #: reply already covered: the next flush sends them only what is newer than this offset.
+    fresh: dict[Subscriber, int] = field(default_factory=dict)
     flush_handle: asyncio.Handle | None = None
     last_flush: float = 0.0
     #: Last stream position seen, for pushes of ephemeral events and gap recovery.
@@ -151,12 +154,19 @@ class Hub:
         missed = state.joining.pop(sub, None)
         if position.offset > state.offset or position.epoch != state.epoch:
             state.offset, state.epoch = position.offset, position.epoch
+        # What is still pending goes out with the next flush (filtered through ``fresh``);
+        # only what was already flushed while the sub was joining is sent from here.
+        pending = {id(pub) for pub in state.pending}
         if missed:
             pushes = [
-                self._push(state, pub) for pub in missed if pub.offset == 0 or pub.offset > position.offset
+                self._push(state, pub)
+                for pub in missed
+                if id(pub) not in pending and (pub.offset == 0 or pub.offset > position.offset)
             ]
             if pushes:
                 sub.send(sub.codec.frame(push_batch(pushes)))
+        if pending:
+            state.fresh[sub] = position.offset
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         state = self._channels.get(channel)
@@ -167,6 +177,7 @@ class Hub:
             return
         subs.discard(sub)
         state.joining.pop(sub, None)
+        state.fresh.pop(sub, None)
         if sub.user_id is not None:
             users = state.by_user.get(sub.user_id)
             if users is not None:
@@ -232,12 +243,16 @@ class Hub:
         pubs = self._sample(state, pubs)
         if not pubs:
             return
+        fresh, state.fresh = state.fresh, {}
         for start in range(0, len(pubs), MAX_PUSHES_PER_FRAME):
             chunk = pubs[start : start + MAX_PUSHES_PER_FRAME]
             pushes = [self._push(state, pub) for pub in chunk]
             value = push_batch(pushes)
             for codec, subs in state.by_codec.items():
-                live = [sub for sub in subs if sub not in state.joining] if state.joining else subs
+                if state.joining or fresh:
+                    live = [sub for sub in subs if sub not in state.joining and sub not in fresh]
+                else:
+                    live = list(subs)
                 if not live:
                     continue
                 frame = codec.frame(value)
@@ -246,6 +261,14 @@ class Hub:
                 self._metrics.frames_sent.inc(len(live))
                 self._metrics.messages_sent.inc(len(live) * len(pushes))
                 self._metrics.bytes_sent.inc(len(live) * len(frame))
+            for sub, since in fresh.items():
+                newer = [
+                    push
+                    for pub, push in zip(chunk, pushes, strict=True)
+                    if pub.offset == 0 or pub.offset > since
+                ]
+                if newer and sub in state.by_codec.get(sub.codec, ()):
+                    sub.send(sub.codec.frame(push_batch(newer)))
 
     def _push(self, state: _Channel, pub: Publication) -> dict[str, Any]:
         if pub.offset > state.offset:

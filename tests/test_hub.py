@@ -169,3 +169,21 @@ async def test_last_unsubscribe_releases_the_broker_subscription(broker: MemoryB
     hub.unsubscribe(b, "c:1")
     await asyncio.sleep(0.01)
     assert "c:1" not in broker._subscribed and hub.subscriber_count("c:1") == 0
+
+
+async def test_a_sub_joining_between_publish_and_flush_gets_no_duplicate(broker: MemoryBroker) -> None:
+    """Found by the kill -9 fault test: a publication pending at join time was sent twice."""
+    hub = Hub(broker, Metrics(), flush_interval_s=0.05)
+    old = Recorder()
+    await joined(hub, old, "c:1")
+    await broker.publish(Publication("c:1", "n", {"i": 0}), history=HISTORY)
+    await settle(0.05)  # the channel is now busy: the next publication waits for a flush
+    await broker.publish(Publication("c:1", "n", {"i": 1}), history=HISTORY)  # pending, off 2
+    new = Recorder()
+    await hub.subscribe(new, "c:1")
+    # The subscribe reply's history already held offset 2, so the reply carried it.
+    hub.joined(new, "c:1", StreamPosition(2, (await broker.position("c:1")).epoch))
+    await broker.publish(Publication("c:1", "n", {"i": 2}), history=HISTORY)  # off 3
+    await settle(0.05)
+    assert [p["off"] for p in new.pushes()] == [3]
+    assert [p["off"] for p in old.pushes()] == [1, 2, 3]
