@@ -192,9 +192,11 @@ def write_reports(
     base: Path, rows: list[dict[str, Any]], idle: list[dict[str, Any]], meta: dict[str, Any]
 ) -> None:
     """base.json (everything), base.md (tables), base.png (plot)."""
-    base.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "points": rows, "idle": idle}, indent=1) + "\n"
-    )
-    base.with_suffix(".md").write_text(markdown(rows, idle, meta))
+
+    def named(suffix: str) -> Path:
+        return base.with_name(base.name + suffix)  # not with_suffix: names may hold dots
+
+    named(".json").write_text(json.dumps({"meta": meta, "points": rows, "idle": idle}, indent=1) + "\n")
+    named(".md").write_text(markdown(rows, idle, meta))
     if any("failed" not in r for r in rows):
-        plot(rows, base.with_suffix(".png"), "fan-out: one server core, one generator core")
+        plot(rows, named(".png"), "fan-out: one server core, one generator core")
