@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None, *, assemble: Assemble, register: Sequence[R
         level=getattr(args, "log_level", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # websockets logs every connection at INFO and, at DEBUG, request lines (with
+    # ?token=) and frame contents (private messages): keep it to warnings.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     if args.handler is not None:
         return int(args.handler(args))
     try:

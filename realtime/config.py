@@ -53,6 +53,8 @@ class Env:
 
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./livemart.db"
+#: Shortest token secret accepted: HS256 wants a key at least as long as its output.
+MIN_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +99,11 @@ class Settings:
     #: Empty: WebSockets from any Origin, and no CORS headers (same-origin pages only).
     allowed_origins: tuple[str, ...] = ()
 
+    #: A connection silent for ``ping_interval_s`` is pinged; one silent for
+    #: ``idle_timeout_s`` (no frame, no pong) is closed with 4002, freeing its slot.
+    ping_interval_s: float = 20.0
+    idle_timeout_s: float = 60.0
+
     #: Bounded per-channel history used for recovery.
     history_size: int = 300
     history_ttl_s: int = 24 * 3600
@@ -111,6 +118,8 @@ class Settings:
         extra: dict[str, object] = {}
         if secret is None:
             extra["secret_generated"] = True
+        elif len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"LIVEMART_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256")
         else:
             extra["secret"] = secret
         return cls(
@@ -130,6 +139,8 @@ class Settings:
             max_connections_per_ip=env.integer("LIVEMART_MAX_CONNECTIONS_PER_IP", 0),
             max_connections_per_user=env.integer("LIVEMART_MAX_CONNECTIONS_PER_USER", 0),
             allowed_origins=env.items("LIVEMART_ALLOWED_ORIGINS"),
+            ping_interval_s=env.number("LIVEMART_PING_INTERVAL_S", 20.0),
+            idle_timeout_s=env.number("LIVEMART_IDLE_TIMEOUT_S", 60.0),
             history_size=env.integer("LIVEMART_HISTORY_SIZE", 300),
             history_ttl_s=env.integer("LIVEMART_HISTORY_TTL_S", 24 * 3600),
             shutdown_timeout_s=env.number("LIVEMART_SHUTDOWN_TIMEOUT_S", 10.0),

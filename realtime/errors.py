@@ -72,6 +72,8 @@ class CloseCode(IntEnum):
     SERVICE_RESTART = 1012
     #: The access token is missing where required, forged or expired.
     UNAUTHORIZED = 4001
+    #: Nothing (not even a pong) arrived within the idle timeout: the client is gone.
+    IDLE_TIMEOUT = 4002
     #: The server lost track of a channel's stream (e.g. after a broker outage):
     #: reconnect and resubscribe with ``since`` to recover or resync.
     RESYNC = 4011

@@ -59,6 +59,24 @@ class Gateway:
         """Called by uvicorn with its config/server_state/app_state keywords."""
         return Connection(self, uvicorn_kwargs["server_state"])
 
+    async def keepalive(self) -> None:
+        """Run forever: ping quiet connections, close the ones that stay silent.
+
+        One sweep over all connections every few seconds, instead of a timer per
+        connection: a hundred thousand idle viewers cost one loop here.
+        """
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(settings.ping_interval_s, settings.idle_timeout_s) / 2)
+            now = loop.time()
+            for conn in list(self.connections):
+                silent = now - conn.last_rx
+                if silent > settings.idle_timeout_s:
+                    conn.close(CloseCode.IDLE_TIMEOUT, "idle: nothing received in time")
+                elif silent > settings.ping_interval_s:
+                    conn.ping()
+
     def close_all(self, code: int, reason: str) -> None:
         self.draining = True
         for conn in list(self.connections):
@@ -92,6 +110,8 @@ class Connection(asyncio.Protocol):
         self._rate = TokenBucket(gateway.settings.command_rate_per_s, gateway.settings.command_burst)
         self._joins: list[tuple[str, StreamPosition]] = []
         self._close_timer: asyncio.TimerHandle | None = None
+        #: Loop time of the last bytes from the client (any frame, pong included).
+        self.last_rx = asyncio.get_running_loop().time()
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
@@ -102,6 +122,7 @@ class Connection(asyncio.Protocol):
         self._server_connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_rx = asyncio.get_running_loop().time()
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Request):
@@ -312,6 +333,13 @@ class Connection(asyncio.Protocol):
         with contextlib.suppress(InvalidState):
             self.ws.send_close(code, reason[:120])
         self._write_protocol_output()
+
+    def ping(self) -> None:
+        """Ask the client for a pong (browsers answer by themselves)."""
+        if self._open and not self._closing:
+            with contextlib.suppress(InvalidState):
+                self.ws.send_ping(b"")
+            self._write_protocol_output()
 
     def _abort(self) -> None:
         if self.transport is not None:

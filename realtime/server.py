@@ -118,6 +118,7 @@ class Core:
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             await self.broker.start()
             self._background.append(asyncio.create_task(self.metrics.watch_loop_lag()))
+            self._background.append(asyncio.create_task(self.gateway.keepalive()))
             started: list[Module] = []
             try:
                 for module in modules:

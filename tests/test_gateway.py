@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from realtime.config import ConfigError, Settings
 from tests.processes import TEST_SECRET, LivemartProcess, ProcessGroup, token
 from tests.wsclient import MSGPACK, WsClient, WsClosed, WsError
 
@@ -273,3 +274,27 @@ async def test_origin_cors_and_connection_limits(livemart: ProcessGroup) -> None
     for client in [first, second, *guests]:
         assert "t" in await client.call("ping")
         await client.close()
+
+
+async def test_silent_connections_are_pinged_then_closed(livemart: ProcessGroup) -> None:
+    env = {"LIVEMART_PING_INTERVAL_S": "0.5", "LIVEMART_IDLE_TIMEOUT_S": "1.5"}
+    server = livemart.start(module="tests.coreapp", env=env)
+    answering = await WsClient.connect(server.ws_url)  # websockets answers pings itself
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    async with asyncio.timeout(10):
+        rest = await reader.read()  # pings arrive, go unanswered, then the server hangs up
+    writer.close()
+    assert b"\x88" in rest and (4002).to_bytes(2, "big") in rest  # a close frame with 4002
+    assert "t" in await answering.call("ping"), "a client that answers pings stays"
+    await answering.close()
+
+
+def test_short_secrets_are_refused() -> None:
+    with pytest.raises(ConfigError, match="LIVEMART_SECRET"):
+        Settings.from_env({"LIVEMART_SECRET": "too-short"})
+    assert Settings.from_env({"LIVEMART_SECRET": "x" * 32}).secret == "x" * 32
