@@ -188,7 +188,7 @@ class PostgresCluster:
             [initdb, "-D", str(self._data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
             "initdb",
         )
-        options = " ".join(
+        self._options = " ".join(
             [
                 f"-p {self.port}",
                 "-c listen_addresses=127.0.0.1",
@@ -201,7 +201,20 @@ class PostgresCluster:
         self._run(
             [
                 self._pg_ctl, "start", "-D", str(self._data), "-l", str(self._log),
-                "-w", "-t", str(int(START_TIMEOUT_S)), "-o", options,
+                "-w", "-t", str(int(START_TIMEOUT_S)), "-o", self._options,
+            ],
+            "pg_ctl start",
+        )  # fmt: skip
+
+    def pause(self) -> None:
+        """Stop the server but keep its data, as an outage would."""
+        self._run([self._pg_ctl, "stop", "-D", str(self._data), "-m", "fast", "-w"], "pg_ctl stop")
+
+    def resume(self) -> None:
+        self._run(
+            [
+                self._pg_ctl, "start", "-D", str(self._data), "-l", str(self._log),
+                "-w", "-t", str(int(START_TIMEOUT_S)), "-o", self._options,
             ],
             "pg_ctl start",
         )  # fmt: skip

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from tests.processes import TEST_SECRET, LivemartProcess, ProcessGroup, token
-from tests.wsclient import WsClient, WsClosed
+from tests.services import PostgresCluster
+from tests.wsclient import WsClient, WsClosed, WsError
 
 VIEWERS = 2000
 COMMENTS = 30
@@ -83,7 +86,9 @@ async def test_kill_one_of_three_during_a_comment_stream(
     livemart: ProcessGroup, redis_url: str, redis_prefix: str, postgres_url: str
 ) -> None:
     servers = [
-        livemart.start(redis_url=redis_url, redis_prefix=redis_prefix, database_url=postgres_url, env=ROOM_ENV)
+        livemart.start(
+            redis_url=redis_url, redis_prefix=redis_prefix, database_url=postgres_url, env=ROOM_ENV
+        )
         for _ in range(3)
     ]
     host = token("host", "Host", TEST_SECRET)
@@ -113,3 +118,81 @@ async def test_kill_one_of_three_during_a_comment_stream(
     for viewer in viewers:
         assert viewer.texts == expected, "no gap, no duplicate, in order"
         assert viewer.offsets == sorted(set(viewer.offsets))
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL of this test's own, so it can be stopped without touching anyone else's."""
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.slow
+async def test_group_sends_through_a_postgres_outage(
+    livemart: ProcessGroup, redis_url: str, redis_prefix: str, private_postgres: PostgresCluster
+) -> None:
+    server = livemart.start(redis_url=redis_url, redis_prefix=redis_prefix, database_url=private_postgres.url)
+    owner, member = token("owner", "Owner", TEST_SECRET), token("m1", "Mei", TEST_SECRET)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        group = (await http.post("/api/groups", json={"name": "vip"}, headers=bearer(owner))).json()["id"]
+        code = (await http.post(f"/api/groups/{group}/invites", headers=bearer(owner))).json()["code"]
+        joined = await http.post("/api/groups/join", json={"code": code}, headers=bearer(member))
+        assert joined.status_code < 300
+
+    reader = await WsClient.connect(server.ws_url, token=member, timeout=15)
+    await reader.call("subscribe", ch=f"group:{group}")
+    sender = await WsClient.connect(server.ws_url, token=owner, timeout=15)
+    acked: dict[str, int] = {}
+    refused: list[str] = []
+
+    async def send(i: int) -> None:
+        try:
+            reply = await sender.call("group.send", group=str(group), text=f"m{i}", client_msg_id=f"c{i}")
+            acked[f"c{i}"] = reply["seq"]
+        except WsError as exc:
+            assert exc.code == "unavailable", exc
+            refused.append(f"c{i}")
+
+    for i in range(20):
+        await send(i)
+    await asyncio.to_thread(private_postgres.pause)
+    outage_started = time.monotonic()
+    i = 20
+    while time.monotonic() - outage_started < 10:
+        await send(i)
+        i += 1
+        await asyncio.sleep(0.2)
+    await asyncio.to_thread(private_postgres.resume)
+    assert refused, "sends during the outage must fail, not hang or pretend"
+
+    async with asyncio.timeout(30):  # the service comes back by itself
+        while True:
+            before = len(acked)
+            await send(i)
+            i += 1
+            if len(acked) > before:
+                break
+            await asyncio.sleep(0.5)
+    for client_msg_id in refused:  # a retry with the same id is safe
+        number = int(client_msg_id[1:])
+        await send(number)
+    assert set(acked) == {f"c{n}" for n in range(i)} - {c for c in refused if c not in acked}
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        history = await http.get(
+            f"/api/groups/{group}/messages", params={"after": 0, "limit": 500}, headers=bearer(member)
+        )
+    stored = {m["seq"]: m["text"] for m in history.json()["messages"]}
+    assert sorted(stored) == list(range(1, len(stored) + 1)), "no gaps"
+    for client_msg_id, seq in acked.items():
+        assert stored[seq] == f"m{client_msg_id[1:]}", "every acknowledged message is durable"
+    pushes = await reader.pushes_until(lambda p: p.get("off") == max(stored), timeout=15)
+    seqs = [p["off"] for p in pushes if p.get("ev") == "message"]
+    assert seqs == sorted(stored), "members received each durable message once, in order"
+    await reader.close()
+    await sender.close()
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}
