@@ -196,3 +196,76 @@ async def test_group_sends_through_a_postgres_outage(
 
 def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
+
+
+@pytest.mark.slow
+async def test_kill_one_of_three_during_a_flash_sale(
+    livemart: ProcessGroup, redis_url: str, redis_prefix: str, postgres_url: str
+) -> None:
+    servers = [
+        livemart.start(redis_url=redis_url, redis_prefix=redis_prefix, database_url=postgres_url)
+        for _ in range(3)
+    ]
+    merchant = bearer(token("merchant", "Shop", TEST_SECRET))
+    async with httpx.AsyncClient(timeout=10) as http:
+        product = (
+            await http.post(
+                f"{servers[0].url}/api/products",
+                json={"title": "lipstick", "price_cents": 9900, "currency": "CNY"},
+                headers=merchant,
+            )
+        ).json()
+        sale = (
+            await http.post(
+                f"{servers[0].url}/api/flash-sales",
+                json={"product_id": product["id"], "stock": 100, "price_cents": 4900,
+                      "per_user_limit": 1, "hold_seconds": 120},
+                headers=merchant,
+            )
+        ).json()  # fmt: skip
+
+    users = 300
+    holds: dict[str, set[str]] = {}
+    outcomes: dict[str, int] = {}
+
+    async def buyer(n: int, http: httpx.AsyncClient) -> None:
+        headers = {**bearer(token(f"b{n}", f"B{n}", TEST_SECRET)), "Idempotency-Key": f"k{n}"}
+        for attempt in range(6):  # the same key on another process when one dies
+            server = servers[(n + attempt) % 3]
+            if server.returncode is not None:
+                continue
+            try:
+                reply = await http.post(
+                    f"{server.url}/api/flash-sales/{sale['id']}/reservations",
+                    json={"quantity": 1, "source": "room"},
+                    headers=headers,
+                )
+            except httpx.TransportError:
+                continue
+            code = "held" if reply.status_code == 201 else reply.json()["error"]["code"]
+            outcomes[code] = outcomes.get(code, 0) + 1
+            if reply.status_code == 201:
+                holds.setdefault(f"b{n}", set()).add(reply.json()["id"])
+                # A retry after a lost reply must find the same reservation.
+                again = await http.post(
+                    f"{server.url}/api/flash-sales/{sale['id']}/reservations",
+                    json={"quantity": 1, "source": "room"},
+                    headers=headers,
+                )
+                holds[f"b{n}"].add(again.json()["id"])
+            return
+
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=100)) as http:
+        first = [asyncio.create_task(buyer(n, http)) for n in range(users // 2)]
+        await asyncio.sleep(0.2)
+        os.kill(servers[2].pid, signal.SIGKILL)
+        rest = [asyncio.create_task(buyer(n, http)) for n in range(users // 2, users)]
+        await asyncio.gather(*first, *rest)
+        remaining = [
+            (await http.get(f"{server.url}/api/flash-sales/{sale['id']}")).json()["remaining"]
+            for server in servers[:2]
+        ]
+
+    assert all(len(ids) == 1 for ids in holds.values()), "one reservation per user, retries included"
+    assert len(holds) == 100, f"exactly the stock was held: {outcomes}"
+    assert remaining == [0, 0]
