@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.broker import HistoryPolicy, Publication  # noqa: E402
-from realtime.redis_broker import RedisBroker  # noqa: E402
-from tests.services import RedisClusterNodes, RedisServer  # noqa: E402
+from realtime.broker import HistoryPolicy, Publication
+from realtime.redis_broker import RedisBroker
+from tests.services import RedisClusterNodes, RedisServer
 
 HISTORY = HistoryPolicy(size=300, ttl_s=600)
 
