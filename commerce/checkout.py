@@ -25,7 +25,7 @@ from .announce import PurchaseAnnouncer, StockAnnouncer
 from .catalog import Catalog
 from .entities import CONFIRMED, EXPIRED, HELD, RELEASED, VOID, Order, Reservation, Sale, new_id, now_ms
 from .inputs import ReserveRequest
-from .ledger import Attempt, Level, Outcome
+from .ledger import Attempt, Level, Outcome, key_field
 from .metrics import CommerceMetrics
 from .peers import GroupRoles
 from .reconcile import Reconciler
@@ -55,8 +55,8 @@ class _SoldOut:
     version: int
     #: When the ledger last said so (monotonic seconds).
     seen: float
-    #: Users holding units then (they may be replaying a key); None until fetched.
-    holders: frozenset[str] | None = None
+    #: Keys the ledger would replay (``key_field``); None until fetched.
+    keys: frozenset[str] | None = None
     #: One attempt is on its way to the ledger to see whether units came back.
     probing: bool = False
 
@@ -106,7 +106,7 @@ class Checkout:
         if sale.group_id is not None and await self._groups.role(sale.group_id, user_id) is None:
             raise ProtocolError("not_member", "this sale is for members of its group only")
         key = request.key or new_id()
-        if self._fast_reject(sale.id, user_id):
+        if self._fast_reject(sale.id, key_field(user_id, key)):
             self._metrics.fast_rejects.inc()
             raise ProtocolError("sold_out", "sold out")
         for _ in range(MAX_ATTEMPTS):
@@ -181,10 +181,14 @@ class Checkout:
 
     # --- the local sold-out flag ----------------------------------------------------
 
-    def _fast_reject(self, sale_id: str, user_id: str) -> bool:
-        """Answer sold_out without the ledger, except for holders and one periodic probe."""
+    def _fast_reject(self, sale_id: str, field: str) -> bool:
+        """Answer sold_out without the ledger, except for replays and one periodic probe.
+
+        A key the ledger knows must reach it (the answer is the earlier reservation);
+        any other attempt would be told sold_out there too.
+        """
         flag = self._sold_out.get(sale_id)
-        if flag is None or flag.holders is None or user_id in flag.holders:
+        if flag is None or flag.keys is None or field in flag.keys:
             return False
         if not flag.probing and time.monotonic() - flag.seen >= self._settings.sold_out_probe_s:
             flag.probing = True
@@ -198,13 +202,13 @@ class Checkout:
             flag.probing = False
             return
         flag = self._sold_out[sale_id] = _SoldOut(version, time.monotonic())
-        task = asyncio.ensure_future(self._fetch_holders(sale_id, flag))
+        task = asyncio.ensure_future(self._fetch_keys(sale_id, flag))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _fetch_holders(self, sale_id: str, flag: _SoldOut) -> None:
+    async def _fetch_keys(self, sale_id: str, flag: _SoldOut) -> None:
         try:
-            flag.holders = await self._ledger.holders(sale_id)
+            flag.keys = await self._ledger.held_keys(sale_id)
         except ProtocolError:
             self._sold_out.pop(sale_id, None)
 

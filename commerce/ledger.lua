@@ -5,17 +5,19 @@
 --              and h:<reservation id> = "<quantity>:<user id>" per unconfirmed hold
 --   users      hash: user id -> units held or bought
 --   deadlines  sorted set: reservation id scored by its deadline (ms)
---   key        string per (user, Idempotency-Key): reservation id, expiring after the TTL
+--   keys       hash: "<len(user)>:<user>:<Idempotency-Key>" -> reservation id; the hash
+--              expires a key TTL after its last write, so every key lives at least that long
 
 -- script: reserve
--- KEYS: state, users, deadlines, key. ARGV: reservation id, user id, quantity, now ms, key TTL ms.
+-- KEYS: state, users, deadlines, keys.
+-- ARGV: reservation id, user id, quantity, now ms, key TTL ms, key field.
 -- Returns {outcome, reservation id, remaining, generation, version, deadline}.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'missing', '', 0, 0, 0, 0}
 end
 local f = redis.call('HMGET', KEYS[1], 'r', 'g', 'v', 'lim', 'start', 'end', 'hold')
 local remaining, gen, ver = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
-local prior = redis.call('GET', KEYS[4])
+local prior = redis.call('HGET', KEYS[4], ARGV[6])
 if prior then
   return {'replay', prior, remaining, gen, ver, 0}
 end
@@ -44,14 +46,15 @@ redis.call('HINCRBY', KEYS[2], ARGV[2], qty)
 local deadline = now + tonumber(f[7])
 redis.call('HSET', KEYS[1], 'h:' .. ARGV[1], qty .. ':' .. ARGV[2])
 redis.call('ZADD', KEYS[3], deadline, ARGV[1])
-redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
 return {'held', ARGV[1], remaining, gen, ver, deadline}
 
 -- script: give_back
--- KEYS: state, users, deadlines[, key]. ARGV: reservation id.
+-- KEYS: state, users, deadlines, keys. ARGV: reservation id[, key field to forget].
 -- Returns {remaining, generation, version, holds} or nil when the hold is not there.
-if KEYS[4] and redis.call('GET', KEYS[4]) == ARGV[1] then
-  redis.call('DEL', KEYS[4])
+if ARGV[2] and redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[1] then
+  redis.call('HDEL', KEYS[4], ARGV[2])
 end
 local hold = redis.call('HGET', KEYS[1], 'h:' .. ARGV[1])
 if not hold then
@@ -90,17 +93,17 @@ end
 return out
 
 -- script: load
--- KEYS: state, users, deadlines, then one key per restored idempotency key.
+-- KEYS: state, users, deadlines, keys.
 -- ARGV: generation, version, stock, lim, start, end, hold, number of holds,
 --   then per hold: id, quantity, user, deadline (-1 when confirmed),
---   then per restored key: reservation id, TTL ms.
+--   then the keys' TTL ms, then per key: field, reservation id.
 -- Returns 1 if loaded, 0 if this or a newer generation is already there.
 local gen = tonumber(ARGV[1])
 local current = redis.call('HGET', KEYS[1], 'g')
 if current and tonumber(current) >= gen then
   return 0
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 local sold = 0
 local i = 9
 for _ = 1, tonumber(ARGV[8]) do
@@ -113,9 +116,14 @@ for _ = 1, tonumber(ARGV[8]) do
     redis.call('ZADD', KEYS[3], deadline, id)
   end
 end
-for k = 4, #KEYS do
-  redis.call('SET', KEYS[k], ARGV[i], 'PX', ARGV[i + 1])
+local ttl = ARGV[i]
+i = i + 1
+while i <= #ARGV do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   i = i + 2
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 local remaining = tonumber(ARGV[3]) - sold
 if remaining < 0 then

@@ -7,7 +7,8 @@ suite against both): :class:`MemoryLedger` for the embedded single process and
 * ``reserve`` is one atomic step: sale window, per-user limit and stock are checked,
   then units, the user's count, the hold and its deadline, the idempotency key and the
   stock version are all written with nothing interleaved. No lock, no TTL guard.
-* A key the same user already used on the same sale replays the first reservation.
+* A key the same user already used on the same sale replays the first reservation,
+  for at least ``key_ttl_ms`` (then SQL's unique (user, key) still catches it).
 * Giving back or settling a hold changes something only if the hold is still there, so
   both are safe to repeat and to race (sweeper against release, two sweepers).
 * ``load`` replaces a sale's state only with a newer generation; a sale without state
@@ -51,6 +52,11 @@ class Terms:
     ends_ms: int | None = None
 
 
+def key_field(user_id: str, key: str) -> str:
+    """One string per (user, Idempotency-Key); the length prefix keeps pairs apart."""
+    return f"{len(user_id)}:{user_id}:{key}"
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
     """A reservation that keeps units out of stock, as SQL records it."""
@@ -60,8 +66,16 @@ class Hold:
     quantity: int
     #: When an unconfirmed hold expires; None once confirmed (the units are sold).
     deadline_ms: int | None
-    key: str | None = None
-    created_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An Idempotency-Key and the reservation it made, as SQL records it."""
+
+    user_id: str
+    key: str
+    reservation_id: str
+    created_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,8 @@ class Snapshot:
     generation: int
     terms: Terms
     holds: Sequence[Hold] = ()
+    #: Keys of every reservation of the sale, held or not (a replay returns it either way).
+    keys: Sequence[KeyRecord] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,22 +172,20 @@ class StockLedger(abc.ABC):
         """Current stock of each sale; None for a sale without state."""
 
     @abc.abstractmethod
-    async def holders(self, sale_id: str) -> frozenset[str]:
-        """Users who hold or bought units of the sale (the only ones who may replay)."""
+    async def held_keys(self, sale_id: str) -> frozenset[str]:
+        """``key_field`` of every key the ledger would replay: all other attempts are new."""
 
     @abc.abstractmethod
     async def load(self, snapshot: Snapshot, now_ms: int) -> bool:
         """Replace the sale's state from SQL unless a newer generation is already loaded."""
 
-    def restorable_keys(self, snapshot: Snapshot, now_ms: int) -> list[tuple[Hold, int]]:
-        """Holds whose idempotency key is still within its TTL, with the TTL left (ms)."""
+    def restorable_keys(self, snapshot: Snapshot, now_ms: int) -> list[tuple[KeyRecord, int]]:
+        """Keys still within their TTL, with the TTL left (ms)."""
         out = []
-        for hold in snapshot.holds:
-            if hold.key is None:
-                continue
-            left = hold.created_ms + self.key_ttl_ms - now_ms
+        for record in snapshot.keys:
+            left = record.created_ms + self.key_ttl_ms - now_ms
             if left > 0:
-                out.append((hold, left))
+                out.append((record, left))
         return out
 
 
@@ -288,9 +302,9 @@ class MemoryLedger(StockLedger):
             out[sale_id] = None if state is None else state.level()
         return out
 
-    async def holders(self, sale_id: str) -> frozenset[str]:
+    async def held_keys(self, sale_id: str) -> frozenset[str]:
         state = self._sales.get(sale_id)
-        return frozenset() if state is None else frozenset(state.users)
+        return frozenset() if state is None else frozenset(key_field(u, k) for u, k in state.keys)
 
     async def load(self, snapshot: Snapshot, now_ms: int) -> bool:
         current = self._sales.get(snapshot.sale_id)
@@ -307,8 +321,7 @@ class MemoryLedger(StockLedger):
             state.users[hold.user_id] = state.users.get(hold.user_id, 0) + hold.quantity
             if hold.deadline_ms is not None:
                 state.holds[hold.reservation_id] = (hold.user_id, hold.quantity, hold.deadline_ms)
-        for hold, left in self.restorable_keys(snapshot, now_ms):
-            if hold.key is not None:
-                state.keys[(hold.user_id, hold.key)] = (hold.reservation_id, now_ms + left)
+        for record, left in self.restorable_keys(snapshot, now_ms):
+            state.keys[(record.user_id, record.key)] = (record.reservation_id, now_ms + left)
         self._sales[snapshot.sale_id] = state
         return True

@@ -20,7 +20,7 @@ from realtime.errors import ProtocolError
 
 from .catalog import Catalog
 from .entities import SaleRecord, now_ms
-from .ledger import Level, Snapshot
+from .ledger import Level
 from .metrics import CommerceMetrics
 from .reservations import ReservationStore
 
@@ -47,19 +47,18 @@ class Reconciler:
 
     async def _rebuild(self, sale_id: str, reason: str) -> Level | None:
         sale = await self._catalog.sale(sale_id)
-        snapshot = await self._reservations.snapshot(sale_id)
+        snapshot = await self._reservations.snapshot(sale)
         if snapshot is None:
             raise ProtocolError("not_found", "no such flash sale")
-        generation, holds = snapshot
-        loaded = await self._catalog.ledger.load(Snapshot(sale_id, generation, sale.terms(), holds), now_ms())
+        loaded = await self._catalog.ledger.load(snapshot, now_ms())
         level = await self._catalog.level(sale_id)
         self._metrics.rebuilds.labels(reason).inc()
         log.info(
             "rebuilt sale %s from SQL (%s): generation %d, %d live reservations, loaded=%s, remaining=%s",
             sale_id,
             reason,
-            generation,
-            len(holds),
+            snapshot.generation,
+            len(snapshot.holds),
             loaded,
             None if level is None else level.remaining,
         )

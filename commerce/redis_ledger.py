@@ -28,6 +28,7 @@ from .ledger import (
     Reserved,
     Snapshot,
     StockLedger,
+    key_field,
 )
 
 log = logging.getLogger("livemart.commerce")
@@ -62,10 +63,10 @@ class SaleKeys:
         self.state = self._base + "s"
         self.users = self._base + "u"
         self.deadlines = self._base + "d"
+        self.keys = self._base + "k"
 
-    def key(self, user_id: str, key: str) -> str:
-        """The idempotency key of (user, key); the length prefix keeps the pair unambiguous."""
-        return f"{self._base}k:{len(user_id)}:{user_id}:{key}"
+    def all(self) -> list[str]:
+        return [self.state, self.users, self.deadlines, self.keys]
 
 
 class Batcher:
@@ -144,8 +145,15 @@ class RedisLedger(StockLedger):
         k = self.keys(attempt.sale_id)
         reply = await self._script(
             "reserve",
-            [k.state, k.users, k.deadlines, k.key(attempt.user_id, attempt.key)],
-            [attempt.reservation_id, attempt.user_id, attempt.quantity, attempt.now_ms, self.key_ttl_ms],
+            k.all(),
+            [
+                attempt.reservation_id,
+                attempt.user_id,
+                attempt.quantity,
+                attempt.now_ms,
+                self.key_ttl_ms,
+                key_field(attempt.user_id, attempt.key),
+            ],
         )
         outcome, rid, remaining, generation, version, deadline = reply
         return Reserved(
@@ -160,11 +168,8 @@ class RedisLedger(StockLedger):
     async def give_back(
         self, sale_id: str, reservation_id: str, *, key: tuple[str, str] | None = None
     ) -> Level | None:
-        k = self.keys(sale_id)
-        keys = [k.state, k.users, k.deadlines]
-        if key is not None:
-            keys.append(k.key(*key))
-        reply = await self._script("give_back", keys, [reservation_id])
+        args = [reservation_id] if key is None else [reservation_id, key_field(*key)]
+        reply = await self._script("give_back", self.keys(sale_id).all(), args)
         if reply is None:
             return None
         remaining, generation, version, holds = reply
@@ -206,9 +211,9 @@ class RedisLedger(StockLedger):
                 out[sale_id] = Level(int(remaining), int(version or 0), int(generation), int(holds))
         return out
 
-    async def holders(self, sale_id: str) -> frozenset[str]:
-        users = await self._batcher.call("HKEYS", self.keys(sale_id).users)
-        return frozenset(u.decode() for u in users)
+    async def held_keys(self, sale_id: str) -> frozenset[str]:
+        fields = await self._batcher.call("HKEYS", self.keys(sale_id).keys)
+        return frozenset(f.decode() for f in fields)
 
     async def load(self, snapshot: Snapshot, now_ms: int) -> bool:
         k = self.keys(snapshot.sale_id)
@@ -226,12 +231,11 @@ class RedisLedger(StockLedger):
         for hold in snapshot.holds:
             deadline = -1 if hold.deadline_ms is None else hold.deadline_ms
             args += [hold.reservation_id, hold.quantity, hold.user_id, deadline]
-        keys = [k.state, k.users, k.deadlines]
-        for hold, left in self.restorable_keys(snapshot, now_ms):
-            if hold.key is not None:
-                keys.append(k.key(hold.user_id, hold.key))
-                args += [hold.reservation_id, left]
-        return bool(await self._script("load", keys, args))
+        restored = self.restorable_keys(snapshot, now_ms)
+        args.append(max((left for _, left in restored), default=1))
+        for record, _ in restored:
+            args += [key_field(record.user_id, record.key), record.reservation_id]
+        return bool(await self._script("load", k.all(), args))
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -36,7 +36,7 @@ from .entities import (
     Sale,
     new_id,
 )
-from .ledger import DueHold, Hold
+from .ledger import DueHold, Hold, KeyRecord, Snapshot
 from .models import orders, reservations, sales
 
 
@@ -218,20 +218,20 @@ class ReservationStore:
             return existing.status
         return VOID
 
-    async def snapshot(self, sale_id: str) -> tuple[int, list[Hold]] | None:
-        """Bump the sale's generation, then read every hold and sale (None: no such sale).
+    async def snapshot(self, sale: Sale) -> Snapshot | None:
+        """Bump the sale's generation, then read its reservations (None: no such sale).
 
         Inserts fenced on the old generation either committed before the bump (they
         held ``FOR SHARE`` on the sale row, so the bump waited) or will fail after it.
         """
         bump = (
             sales.update()
-            .where(sales.c.id == sale_id)
+            .where(sales.c.id == sale.id)
             .values(generation=sales.c.generation + 1)
             .returning(sales.c.generation)
         )
         query = sa.select(reservations).where(
-            reservations.c.sale_id == sale_id, reservations.c.status.in_(LIVE_STATUSES)
+            reservations.c.sale_id == sale.id, reservations.c.status != VOID
         )
         async with self.db.begin() as conn:
             generation = (await conn.execute(bump)).scalar_one_or_none()
@@ -239,17 +239,16 @@ class ReservationStore:
                 return None
             rows = (await conn.execute(query)).all()
         holds = [
-            Hold(
-                reservation_id=row.id,
-                user_id=row.user_id,
-                quantity=row.quantity,
-                deadline_ms=row.expires_ms if row.status == HELD else None,
-                key=row.idem_key,
-                created_ms=row.created_ms,
-            )
+            Hold(row.id, row.user_id, row.quantity, row.expires_ms if row.status == HELD else None)
             for row in rows
+            if row.status in LIVE_STATUSES
         ]
-        return generation, holds
+        keys = [
+            KeyRecord(row.user_id, row.idem_key, row.id, row.created_ms)
+            for row in rows
+            if row.idem_key is not None
+        ]
+        return Snapshot(sale.id, generation, sale.terms(), holds, keys)
 
     async def live_units(self, sale_id: str) -> int:
         """Units SQL says are out of stock (held or confirmed)."""

@@ -289,3 +289,27 @@ async def test_reconcile_needs_the_api_key_and_keeps_stock(shop: Shop) -> None:
     body = await shop.ok("POST", path, headers={"x-api-key": API_KEY})
     assert (body["remaining"], body["holds"], body["generation"]) == (3, 1, 2)
     assert await shop.remaining(sale["id"]) == 3
+
+
+def fast_rejects(shop: Shop) -> float:
+    value = shop.core.metrics.registry.get_sample_value("livemart_reservation_fast_rejects_total")
+    return value or 0.0
+
+
+async def test_sold_out_fast_path_keeps_replays_and_learns_of_returns(shop: Shop) -> None:
+    sale = await shop.sale(stock=1, per_user_limit=1)
+    first = (await shop.reserve(sale["id"], "a", key="K")).json()
+    assert error_of(await shop.reserve(sale["id"], "b")) == (409, "sold_out")
+    for _ in range(50):  # the flag's list of known keys is fetched in the background
+        if fast_rejects(shop):
+            break
+        assert error_of(await shop.reserve(sale["id"], "b")) == (409, "sold_out")
+        await asyncio.sleep(0.02)
+    before = fast_rejects(shop)
+    for _ in range(10):
+        assert error_of(await shop.reserve(sale["id"], "c")) == (409, "sold_out")
+    assert fast_rejects(shop) - before >= 9  # at most one probe per 100 ms reaches the ledger
+    replay = await shop.reserve(sale["id"], "a", key="K")  # a known key still replays
+    assert (replay.status_code, replay.json()["id"]) == (201, first["id"])
+    await shop.ok("DELETE", f"/api/reservations/{first['id']}", "a")
+    assert (await shop.reserve(sale["id"], "c")).status_code == 201  # the flag dropped at once

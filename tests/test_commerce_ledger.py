@@ -15,11 +15,13 @@ from commerce.ledger import (
     VERSION_STRIDE,
     Attempt,
     Hold,
+    KeyRecord,
     MemoryLedger,
     Outcome,
     Snapshot,
     StockLedger,
     Terms,
+    key_field,
 )
 from commerce.redis_ledger import Batcher, RedisLedger, sha1
 
@@ -69,7 +71,7 @@ async def test_unknown_sale_is_missing(ledger: StockLedger) -> None:
 
 async def test_hold_takes_units_and_bumps_version(ledger: StockLedger) -> None:
     sale = await open_sale(ledger, stock=5, hold_ms=3000)
-    result = await ledger.reserve(attempt(sale, "u1", qty=2))
+    result = await ledger.reserve(attempt(sale, "u1", qty=2, key="K"))
     assert result.outcome is Outcome.HELD
     assert result.remaining == 3
     assert result.generation == 1
@@ -78,7 +80,7 @@ async def test_hold_takes_units_and_bumps_version(ledger: StockLedger) -> None:
     level = (await ledger.levels([sale]))[sale]
     assert level is not None
     assert (level.remaining, level.version, level.holds) == (3, VERSION_STRIDE + 1, 1)
-    assert await ledger.holders(sale) == {"u1"}
+    assert await ledger.held_keys(sale) == {key_field("u1", "K")}
 
 
 async def test_same_key_same_user_replays(ledger: StockLedger) -> None:
@@ -135,8 +137,8 @@ async def test_give_back_is_idempotent_and_frees_the_limit(ledger: StockLedger) 
     assert level.version == held.version + 1
     assert await ledger.give_back(sale, held.reservation_id) is None
     assert await remaining(ledger, sale) == 2
-    assert await ledger.holders(sale) == frozenset()
     # The key still names the released reservation: a replay, not a second unit.
+    assert await ledger.held_keys(sale) == {key_field("u1", "K")}
     assert (await ledger.reserve(attempt(sale, "u1", key="K"))).outcome is Outcome.REPLAY
     assert (await ledger.reserve(attempt(sale, "u1", key="K2"))).outcome is Outcome.HELD
 
@@ -183,20 +185,25 @@ async def test_load_only_moves_forward(ledger: StockLedger) -> None:
 async def test_load_rebuilds_holds_sales_and_keys(ledger: StockLedger) -> None:
     sale = await open_sale(ledger, stock=10)
     await ledger.reserve(attempt(sale, "ghost", qty=2))  # in the ledger, not in SQL
-    holds = [
-        Hold("h1", "u1", 2, NOW + 1000, key="K1", created_ms=NOW),
-        Hold("h2", "u2", 1, None, key="K2", created_ms=NOW),
-        Hold("h3", "u3", 1, NOW + 1000, key="old", created_ms=NOW - KEY_TTL_MS),
+    holds = [Hold("h1", "u1", 2, NOW + 1000), Hold("h2", "u2", 1, None), Hold("h3", "u3", 1, NOW + 1000)]
+    keys = [
+        KeyRecord("u1", "K1", "h1", NOW),
+        KeyRecord("u2", "K2", "h2", NOW),
+        KeyRecord("u3", "old", "h3", NOW - KEY_TTL_MS),
+        KeyRecord("u4", "K4", "released-earlier", NOW),
     ]
-    snapshot = Snapshot(sale, 3, Terms(stock=10, per_user_limit=2, hold_ms=5000), holds)
+    snapshot = Snapshot(sale, 3, Terms(stock=10, per_user_limit=2, hold_ms=5000), holds, keys)
     assert await ledger.load(snapshot, NOW)
     level = (await ledger.levels([sale]))[sale]
     assert level is not None
     assert (level.remaining, level.generation, level.version, level.holds) == (6, 3, 3 * VERSION_STRIDE, 2)
-    assert await ledger.holders(sale) == {"u1", "u2", "u3"}
+    assert await ledger.held_keys(sale) == {
+        key_field(u, k) for u, k in (("u1", "K1"), ("u2", "K2"), ("u4", "K4"))
+    }
     replay = await ledger.reserve(attempt(sale, "u1", key="K1"))
     assert (replay.outcome, replay.reservation_id, replay.generation) == (Outcome.REPLAY, "h1", 3)
     assert (await ledger.reserve(attempt(sale, "u2", key="K2"))).reservation_id == "h2"
+    assert (await ledger.reserve(attempt(sale, "u4", key="K4"))).reservation_id == "released-earlier"
     # The expired key is not restored; u3 still counts one unit against the limit.
     assert (await ledger.reserve(attempt(sale, "u3", key="old"))).outcome is Outcome.HELD
     assert (await ledger.reserve(attempt(sale, "u3", key="x"))).outcome is Outcome.LIMIT_EXCEEDED
@@ -214,7 +221,7 @@ async def test_concurrent_attempts_never_oversell(ledger: StockLedger) -> None:
     assert len(set(held)) == 50
     assert {r.outcome for r in results} <= {Outcome.HELD, Outcome.SOLD_OUT, Outcome.LIMIT_EXCEEDED}
     assert await remaining(ledger, sale) == 0
-    assert len(await ledger.holders(sale)) == 50
+    assert len(await ledger.held_keys(sale)) == 50
 
 
 @pytest.mark.redis
@@ -253,7 +260,7 @@ async def test_redis_matches_memory_on_random_operations(redis_url: str, redis_p
                     d.reservation_id for d in due[1].get("d", [])
                 }, step
         assert await memory.levels(["d"]) == await red.levels(["d"])
-        assert await memory.holders("d") == await red.holders("d")
+        assert await memory.held_keys("d") == await red.held_keys("d")
     finally:
         await client.aclose()
 
