@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from loadtest import markers
 from loadtest.counting import MarkerCounter, sample_every
 from loadtest.httpclient import HttpClient, HttpError
-from loadtest.rawclient import RawConnection
+from loadtest.rawclient import RawConnection, keep_alive
 from loadtest.schedule import run_open_loop
 from loadtest.stats import new_histogram, now_us, record_us
 from loadtest.summary import percentiles_ms
@@ -185,6 +185,7 @@ class Listeners:
         self.last_delivery = 0.0
         self.latency = new_histogram()
         self.stopping = False
+        self.pinging: asyncio.Task[None] | None = None
 
     async def open(self, count: int) -> float:
         """Open and join `count` subscribers; returns the seconds it took."""
@@ -192,6 +193,8 @@ class Listeners:
         url = f"ws://{parts.netloc}{self.target.sub_path}"
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         began = time.monotonic()
+        if self.pinging is None:
+            self.pinging = asyncio.create_task(keep_alive(self.conns))
 
         async def one(index: int) -> None:
             for attempt in range(JOIN_ATTEMPTS):
@@ -251,6 +254,8 @@ class Listeners:
 
     def close(self) -> None:
         self.stopping = True
+        if self.pinging is not None:
+            self.pinging.cancel()
         for conn in self.conns:
             conn.close()
 

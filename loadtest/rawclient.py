@@ -29,6 +29,11 @@ from loadtest.counting import MarkerCounter
 MAX_SETUP_FRAME = 16 * 1024 * 1024
 """Setup replies carry channel snapshots; allow generously sized frames."""
 
+PING = Frame(Opcode.PING, b"").serialize(mask=True, extensions=[])
+KEEPALIVE_S = 15.0
+"""How often listening connections ping: below the 20 s after which servers such as livemart
+start asking, and far below the time after which they give up on a silent client."""
+
 OnCount = Callable[["RawConnection", int, list[tuple[str, int]]], None]
 """Called per read that completed markers: (connection, markers, sampled (lane, sent_us))."""
 
@@ -112,6 +117,15 @@ class RawConnection(asyncio.Protocol):
         self.counter = counter
         self._on_count = on_count
         self._messages.clear()
+
+    def ping(self) -> None:
+        """Tell the server the client is alive (servers cut connections that stay silent).
+
+        Counting connections never answer the server's pings, so they ping on their own;
+        the pong that comes back carries no marker and is counted as nothing.
+        """
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(PING)
 
     def close(self) -> None:
         """Send a close frame and hang up without waiting for the server's answer."""
@@ -208,6 +222,14 @@ class RawConnection(asyncio.Protocol):
             else:
                 transport.close()
                 return
+
+
+async def keep_alive(connections: Sequence[RawConnection], every_s: float = KEEPALIVE_S) -> None:
+    """Ping every connection in `connections` (a live list) each `every_s`, until cancelled."""
+    while True:
+        await asyncio.sleep(every_s)
+        for conn in connections:
+            conn.ping()
 
 
 def trailing_close_code(data: bytes) -> int:

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from loadtest import frames
 from loadtest.counting import MarkerCounter
 from loadtest.plan import Member, Plan
-from loadtest.rawclient import HandshakeFailed, RawConnection
+from loadtest.rawclient import HandshakeFailed, RawConnection, keep_alive
 from loadtest.scenarios import SCENARIOS
 from loadtest.scenarios.base import REPLY_TIMEOUT_S, Driver, error_code
 from loadtest.schedule import run_open_loop
@@ -98,9 +98,12 @@ class Worker:
         self.listeners: list[RawConnection] = []
         """Connections that only count markers (drivers with `count_only`)."""
         self.stopping = False
+        self.pinging: asyncio.Task[None] | None = None
 
     async def run(self) -> WorkerReport:
         connect_started = time.time()
+        # From the first connection on: a slow connection phase must not leave early ones silent.
+        self.pinging = asyncio.create_task(keep_alive(self.listeners))
         await self.connect_all()
         connect_s = time.time() - connect_started
         self.link.send(("ready", dict(self.rec.subscribed)))
@@ -301,6 +304,8 @@ class Worker:
 
     async def shutdown(self) -> None:
         self.stopping = True
+        if self.pinging is not None:
+            self.pinging.cancel()
         for conn in self.listeners:
             if conn.counter is not None:
                 self.rec.add_counts(conn.counter.counts)

@@ -15,7 +15,7 @@ from websockets.typing import Subprotocol
 
 from loadtest import markers
 from loadtest.counting import MarkerCounter
-from loadtest.rawclient import HandshakeFailed, RawConnection, trailing_close_code
+from loadtest.rawclient import HandshakeFailed, RawConnection, keep_alive, trailing_close_code
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -131,3 +131,43 @@ def test_trailing_close_code() -> None:
     assert trailing_close_code(_batch(1, 3) + close) == 3008
     assert trailing_close_code(_batch(1, 3)) == 1006
     assert trailing_close_code(b"") == 1006
+
+
+async def test_listening_connections_ping_so_servers_keep_them() -> None:
+    """A counting connection never answers the server, so keep_alive pings on its behalf."""
+    received = bytearray()
+    got_ping = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + b"Sec-WebSocket-Accept: "
+            + accept
+            + b"\r\n\r\n"
+        )
+        while b"\x89\x80" not in received:  # FIN + ping opcode, masked, empty payload
+            data = await reader.read(1024)
+            if not data:
+                return
+            received.extend(data)
+        got_ping.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        conn = await RawConnection.open("127.0.0.1", port, f"ws://127.0.0.1:{port}/ws", timeout_s=5)
+        conn.count(MarkerCounter(), lambda _c, _n, _s: None)
+        pinging = asyncio.create_task(keep_alive([conn], every_s=0.05))
+        try:
+            await asyncio.wait_for(got_ping.wait(), 5)
+        finally:
+            pinging.cancel()
+            conn.abort()
