@@ -134,10 +134,11 @@ def profile_section(rows: list[dict[str, Any]]) -> list[str]:
 
 def markdown(rows: list[dict[str, Any]], idle: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     load = ", ".join(f"{x:.2f}" for x in meta["load_average"])
+    commit = meta["livemart_commit"][:12]
     parts = [
         "# Fan-out side by side",
         "",
-        f"Run {meta['started']}, {meta['elapsed_s'] / 60:.1f} min; "
+        f"Run {meta['started']}, {meta['elapsed_s'] / 60:.1f} min, livemart at {commit}; "
         f"servers pinned to core {meta['server_cpu']}, generator to core {meta['generator_cpu']}; ",
         f"{meta['duration_s']:g} s of publishing per point; "
         f"load average (1/5/15 min) at the start {meta['load_average_start']}, at the end {load}. "

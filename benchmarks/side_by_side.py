@@ -39,6 +39,7 @@ import redis
 from fanout_report import profile_top, write_reports
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 PEERS = HERE / "peers"
 PEERS_VENV = HERE / ".venv-peers"
 NODE_DIR = PEERS / "node"
@@ -102,9 +103,27 @@ def _node_peer() -> str | None:
     return None
 
 
-def servers(run_id: str, workdir: Path, settings: dict[str, str]) -> dict[str, Server]:
+def snapshot(rev: str, into: Path) -> str:
+    """Export livemart at `rev` into `into` and return the commit id.
+
+    The working tree is shared with people editing it; a run measures one commit, named
+    in the results, not whatever the files hold at the moment each server starts.
+    """
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    into.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", commit], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise RuntimeError(f"git archive {commit} failed")
+    return commit
+
+
+def servers(run_id: str, workdir: Path, source: Path, settings: dict[str, str]) -> dict[str, Server]:
     livemart = [sys.executable, "-m", "livemart", "serve", "--host", "127.0.0.1", "--port"]
     livemart_env = {
+        "PYTHONPATH": str(source),
         "LIVEMART_SECRET": SECRET,
         "LIVEMART_API_KEY": API_KEY,
         "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'livemart.db'}",
@@ -120,8 +139,11 @@ def servers(run_id: str, workdir: Path, settings: dict[str, str]) -> dict[str, S
                 "livemart",
                 lambda port: [*livemart, str(port)],
                 {**livemart_env, "REDIS_URL": REDIS_URL, "LIVEMART_REDIS_PREFIX": f"bench-{run_id}:"},
+                cwd=source,
             ),
-            Server("livemart-embedded", "livemart", lambda port: [*livemart, str(port)], livemart_env),
+            Server(
+                "livemart-embedded", "livemart", lambda port: [*livemart, str(port)], livemart_env, cwd=source
+            ),
             Server(
                 "python-socketio",
                 "socketio",
@@ -334,6 +356,7 @@ def main() -> int:
         metavar="LIVEMART_X=VALUE",
         help="setting for the livemart servers (repeatable), e.g. LIVEMART_LARGE_FLUSH_INTERVAL_S=0.2",
     )
+    parser.add_argument("--livemart-rev", default="HEAD", help="git revision of livemart to measure")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
     parser.add_argument("--name", default="side_by_side", help="base name of the result files")
     args = parser.parse_args()
@@ -348,7 +371,10 @@ def main() -> int:
     idle: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
-        known = servers(run_id, Path(tmp), dict(item.split("=", 1) for item in args.livemart_setting))
+        commit = snapshot(args.livemart_rev, Path(tmp) / "livemart")
+        progress(f"livemart at {commit[:12]}")
+        settings = dict(item.split("=", 1) for item in args.livemart_setting)
+        known = servers(run_id, Path(tmp), Path(tmp) / "livemart", settings)
         ready = []
         for name in args.servers.split(","):
             reason = known[name].setup()
@@ -377,6 +403,7 @@ def main() -> int:
         "generator_cpu": args.generator_cpu,
         "skipped": skipped,
         "livemart_settings": args.livemart_setting,
+        "livemart_commit": commit,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(began)),
     }
     write_reports(args.out / args.name, rows, idle, meta)
