@@ -300,9 +300,14 @@ class Connection(asyncio.Protocol):
         self.channels.discard(channel)
 
     def on_kicked(self, channel: str, code: str, reason: str) -> None:
-        """A domain removed us from ``channel`` (kick, ban) on some process."""
-        if channel in self.channels:
-            self.gateway.node.leave(self, channel)
+        """A domain removed us from ``channel`` (kick, ban) on some process.
+
+        Also while a subscribe is still in progress: the subscribe then fails instead of
+        replying ok to a subscription that no longer exists.
+        """
+        was_subscribed = channel in self.channels
+        self.gateway.node.leave(self, channel)
+        if was_subscribed:
             push = {
                 "ch": channel,
                 "ev": "unsubscribe",

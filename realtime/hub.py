@@ -121,6 +121,10 @@ class Hub:
     def channels(self) -> Iterable[str]:
         return self._channels.keys()
 
+    def has(self, sub: Subscriber, channel: str) -> bool:
+        state = self._channels.get(channel)
+        return state is not None and sub in state.by_codec.get(sub.codec, ())
+
     def subscriber_count(self, channel: str) -> int:
         state = self._channels.get(channel)
         return 0 if state is None else state.count()

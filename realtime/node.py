@@ -175,6 +175,8 @@ class Node:
         except BaseException:
             self.hub.unsubscribe(session, channel)
             raise
+        if not self.hub.has(session, channel):
+            raise ProtocolError("forbidden", "removed from the channel while subscribing")
         missed = [
             {"ch": channel, "ev": pub.event, "off": pub.offset, "data": pub.data}
             for pub in recovery.publications

@@ -187,3 +187,13 @@ async def test_a_sub_joining_between_publish_and_flush_gets_no_duplicate(broker:
     await settle(0.05)
     assert [p["off"] for p in new.pushes()] == [3]
     assert [p["off"] for p in old.pushes()] == [1, 2, 3]
+
+
+async def test_a_kick_during_a_subscribe_removes_the_joining_subscriber(broker: MemoryBroker) -> None:
+    """The node then fails the subscribe instead of confirming a dead subscription."""
+    hub = Hub(broker, Metrics(), flush_interval_s=0.01)
+    sub = Recorder(user_id="bad", hub=hub)
+    await hub.subscribe(sub, "c:1")  # reply not sent yet
+    await broker.publish(Publication("c:1", "$kick", {"user_id": "bad", "code": "banned", "reason": ""}))
+    assert sub.kicked == [("c:1", "banned")]
+    assert not hub.has(sub, "c:1")
