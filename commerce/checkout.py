@@ -113,7 +113,7 @@ class Checkout:
             now = now_ms()
             attempt = Attempt(sale.id, new_id(), user_id, request.quantity, key, now)
             result = await self._ledger.reserve(attempt)
-            self._metrics.attempts.labels(result.outcome.value).inc()
+            self._metrics.attempts_by_outcome[result.outcome].inc()
             if result.outcome is Outcome.MISSING:
                 await self._reconciler.rebuild(sale.id, reason="missing")
                 continue

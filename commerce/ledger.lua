@@ -9,46 +9,50 @@
 --              expires a key TTL after its last write, so every key lives at least that long
 
 -- script: reserve
+-- Attempts queued in the same moment for one sale, in order; each is one atomic step
+-- (the whole call is atomic too). O(1) per attempt.
 -- KEYS: state, users, deadlines, keys.
--- ARGV: reservation id, user id, quantity, now ms, key TTL ms, key field.
--- Returns {outcome, reservation id, remaining, generation, version, deadline}.
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'missing', '', 0, 0, 0, 0}
-end
+-- ARGV: key TTL ms, then per attempt: reservation id, user id, quantity, now ms, key field.
+-- Returns per attempt {outcome, reservation id, remaining, generation, version, deadline}, flattened.
+local out = {}
+local missing = redis.call('EXISTS', KEYS[1]) == 0
 local f = redis.call('HMGET', KEYS[1], 'r', 'g', 'v', 'lim', 'start', 'end', 'hold')
 local remaining, gen, ver = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
-local prior = redis.call('HGET', KEYS[4], ARGV[6])
-if prior then
-  return {'replay', prior, remaining, gen, ver, 0}
+local function answer(outcome, rid, deadline)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3] = outcome, rid, remaining or 0
+  out[n + 4], out[n + 5], out[n + 6] = gen or 0, ver or 0, deadline
 end
-local now = tonumber(ARGV[4])
-if now < tonumber(f[5]) then
-  return {'not_started', '', remaining, gen, ver, 0}
+for i = 2, #ARGV, 5 do
+  local rid, user, qty, now, field = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]
+  local prior = not missing and redis.call('HGET', KEYS[4], field)
+  if missing then
+    answer('missing', '', 0)
+  elseif prior then
+    answer('replay', prior, 0)
+  elseif now < tonumber(f[5]) then
+    answer('not_started', '', 0)
+  elseif tonumber(f[6]) > 0 and now >= tonumber(f[6]) then
+    answer('ended', '', 0)
+  elseif remaining <= 0 then
+    answer('sold_out', '', 0)
+  elseif tonumber(redis.call('HGET', KEYS[2], user) or '0') + qty > tonumber(f[4]) then
+    answer('limit_exceeded', '', 0)
+  elseif qty > remaining then
+    answer('sold_out', '', 0)
+  else
+    remaining = redis.call('HINCRBY', KEYS[1], 'r', -qty)
+    ver = redis.call('HINCRBY', KEYS[1], 'v', 1)
+    redis.call('HINCRBY', KEYS[2], user, qty)
+    local deadline = now + tonumber(f[7])
+    redis.call('HSET', KEYS[1], 'h:' .. rid, qty .. ':' .. user)
+    redis.call('ZADD', KEYS[3], deadline, rid)
+    redis.call('HSET', KEYS[4], field, rid)
+    redis.call('PEXPIRE', KEYS[4], ARGV[1])
+    answer('held', rid, deadline)
+  end
 end
-local ends = tonumber(f[6])
-if ends > 0 and now >= ends then
-  return {'ended', '', remaining, gen, ver, 0}
-end
-if remaining <= 0 then
-  return {'sold_out', '', remaining, gen, ver, 0}
-end
-local qty = tonumber(ARGV[3])
-local used = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-if used + qty > tonumber(f[4]) then
-  return {'limit_exceeded', '', remaining, gen, ver, 0}
-end
-if qty > remaining then
-  return {'sold_out', '', remaining, gen, ver, 0}
-end
-remaining = redis.call('HINCRBY', KEYS[1], 'r', -qty)
-ver = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HINCRBY', KEYS[2], ARGV[2], qty)
-local deadline = now + tonumber(f[7])
-redis.call('HSET', KEYS[1], 'h:' .. ARGV[1], qty .. ':' .. ARGV[2])
-redis.call('ZADD', KEYS[3], deadline, ARGV[1])
-redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
-return {'held', ARGV[1], remaining, gen, ver, deadline}
+return out
 
 -- script: give_back
 -- KEYS: state, users, deadlines, keys. ARGV: reservation id[, key field to forget].

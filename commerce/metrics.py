@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from .ledger import Outcome
+
 
 class CommerceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -13,6 +15,8 @@ class CommerceMetrics:
             ["outcome"],
             registry=registry,
         )
+        #: One child per outcome, bound once: ``labels()`` costs more than the count itself.
+        self.attempts_by_outcome = {o: self.attempts.labels(o.value) for o in Outcome}
         self.fast_rejects = Counter(
             "livemart_reservation_fast_rejects",
             "Attempts answered sold_out from the local flag, without the ledger",
