@@ -15,8 +15,11 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import sqlalchemy as sa
 
 from commerce import Catalog, Commerce, CommerceSettings
+from commerce.models import sales
+from commerce.redis_ledger import SaleKeys
 from realtime.config import Settings
 from realtime.server import Core, Module
 from rooms.groups import GroupChats, GroupSettings
@@ -313,3 +316,26 @@ async def test_sold_out_fast_path_keeps_replays_and_learns_of_returns(shop: Shop
     assert (replay.status_code, replay.json()["id"]) == (201, first["id"])
     await shop.ok("DELETE", f"/api/reservations/{first['id']}", "a")
     assert (await shop.reserve(sale["id"], "c")).status_code == 201  # the flag dropped at once
+
+
+async def test_start_up_check_rebuilds_stale_ledger_state(shop: Shop) -> None:
+    """A ledger behind SQL's generation, or with fewer units out than SQL (Redis restored
+    from an old snapshot), is rebuilt by the check that runs on start-up."""
+    sale = await shop.sale(stock=5, per_user_limit=2)
+    await shop.reserve(sale["id"], "a", quantity=2)
+    await shop.reserve(sale["id"], "b")
+    reconciler = shop.commerce.reconciler
+    assert await reconciler.check_open_sales() == 0  # healthy: nothing to do
+    async with shop.core.db.begin() as conn:  # a rebuild that died after its SQL step
+        await conn.execute(sa.update(sales).where(sales.c.id == sale["id"]).values(generation=7))
+    assert await reconciler.check_open_sales() == 1
+    level = await shop.commerce.catalog.level(sale["id"])
+    assert level is not None and (level.generation, level.remaining) == (8, 2)
+    if shop.core.redis is not None:  # the ledger forgets the holds but keeps its generation
+        state = SaleKeys(shop.core.settings.redis_prefix, sale["id"]).state
+        await shop.core.redis.hset(state, "r", 5)
+        assert await shop.remaining(sale["id"]) == 5
+        assert await reconciler.check_open_sales() == 1
+    assert await shop.remaining(sale["id"]) == 2
+    assert (await shop.reserve(sale["id"], "c")).status_code == 201
+    assert await shop.remaining(sale["id"]) == 1
