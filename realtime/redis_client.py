@@ -35,7 +35,7 @@ def connect(url: str, **options: Any) -> RedisClient:
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, **options
         )
-        return aioredis.Redis(connection_pool=pool)
+        return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
     nodes = []
     tls = False
     for part in url.split(","):
