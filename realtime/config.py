@@ -66,6 +66,8 @@ class Settings:
     #: Prefix of every Redis key and pub/sub channel this deployment uses.
     redis_prefix: str = "lm:"
     database_url: str = DEFAULT_DATABASE_URL
+    #: SQL connections each process keeps (and may add as many again under load).
+    database_pool_size: int = 10
     #: HMAC key for access tokens.
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     #: True when ``secret`` was generated because LIVEMART_SECRET was unset.
@@ -127,6 +129,7 @@ class Settings:
             redis_prefix=env.text("LIVEMART_REDIS_PREFIX", "lm:") or "lm:",
             database_url=env.text("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL,
             api_key=env.text("LIVEMART_API_KEY"),
+            database_pool_size=env.integer("LIVEMART_DB_POOL_SIZE", 10),
             max_frame_bytes=env.integer("LIVEMART_MAX_FRAME_BYTES", 64 * 1024),
             max_body_bytes=env.integer("LIVEMART_MAX_BODY_BYTES", 64 * 1024),
             write_buffer_limit_bytes=env.integer("LIVEMART_WRITE_BUFFER_BYTES", 1024 * 1024),

@@ -85,7 +85,7 @@ class Core:
         self.broker = create_broker(settings)
         self.node = Node(self.broker, self.metrics, settings)
         self.gateway = Gateway(self.node, self.tokens, settings, self.metrics)
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
         #: Shared Redis client for domain state (counters, presence, stock); None when embedded.
         self.redis: aioredis.Redis | None = None
         if settings.redis_url is not None:

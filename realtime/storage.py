@@ -50,9 +50,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 class Database:
     """The engine plus the error mapping every domain wants."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = make_url(url).get_backend_name()
 
     @asynccontextmanager
@@ -64,7 +64,7 @@ class Database:
         except PoolTimeout as exc:
             raise ProtocolError("unavailable", "database busy: no connection free in time") from exc
         except (OperationalError, DBAPIError, OSError) as exc:
-            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_outage(exc):
+            if isinstance(exc, DBAPIError) and not _is_outage(exc):
                 raise
             raise ProtocolError("unavailable", "database unavailable") from exc
 
@@ -76,9 +76,19 @@ class Database:
         await self.engine.dispose()
 
 
+#: SQLSTATE classes that mean "the database cannot serve now", not "your query is wrong":
+#: connection exceptions, insufficient resources (too many clients), operator intervention.
+OUTAGE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
 def _is_outage(exc: DBAPIError) -> bool:
     """Connection-level failures (as opposed to constraint violations)."""
-    return isinstance(exc, OperationalError) or "connection" in str(exc.orig).lower()
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES:
+        return True
+    return "connection" in str(exc.orig).lower()
 
 
 def alembic_config(url: str, version_locations: Sequence[Path]) -> AlembicConfig:

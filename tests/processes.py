@@ -76,6 +76,8 @@ def server_env(
         PYTHONPATH=str(Path(__file__).resolve().parent.parent),
         DATABASE_URL=database_url,
         LIVEMART_SECRET=secret,
+        # Several servers per test share one PostgreSQL (100 connections by default).
+        LIVEMART_DB_POOL_SIZE="4",
     )
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
