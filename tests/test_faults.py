@@ -69,6 +69,7 @@ class Viewer:
                 push = await client.next_push(timeout=60)
                 self.take(push)
             except WsClosed:
+                await client.close()
                 self.reconnects += 1
                 alive = [s for s in self.servers if s.returncode is None]
                 server = alive[self.reconnects % len(alive)]
