@@ -149,6 +149,8 @@ class Checkout:
                 return ReservationReply(recorded.existing, True)
             if recorded.outcome is Recording.FENCED:
                 await self._reconciler.after_fence(sale.id)
+            elif recorded.outcome is Recording.OVER_STOCK:  # the ledger over-counts stock
+                await self._reconciler.rebuild(sale.id, reason="short")
         raise ProtocolError("unavailable", "stock is being rebuilt; retry with the same key")
 
     def _refused(self, sale_id: str, outcome: Outcome, version: int) -> NoReturn:

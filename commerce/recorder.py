@@ -8,6 +8,7 @@ committed before it replies, so "durable before the reply" holds for every hold.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -21,45 +22,55 @@ log = logging.getLogger("livemart.commerce")
 
 #: Holds written by one transaction at most.
 MAX_BATCH = 500
-#: Transactions in flight at once (the rest of the pool stays free for other work).
+#: Transactions in flight at once, over all sales (the rest of the pool stays free).
 MAX_PARALLEL = 4
 
 _Item = tuple[Reservation, int, "asyncio.Future[Recorded]"]
 
 
 class HoldRecorder:
+    """Queues granted holds per sale; one writer per sale drains its queue in batches."""
+
     def __init__(self, store: ReservationStore) -> None:
         self._store = store
-        self._queue: list[_Item] = []
+        self._queues: dict[str, list[_Item]] = {}
         self._scheduled = False
-        self._writers: set[asyncio.Task[None]] = set()
+        #: Sales with a transaction in flight (one at a time: they would queue on its row).
+        self._writing: dict[str, asyncio.Task[None]] = {}
 
     async def record(self, res: Reservation, generation: int) -> Recorded:
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
-        self._queue.append((res, generation, future))
+        self._queues.setdefault(res.sale_id, []).append((res, generation, future))
+        self._schedule()
+        return await future
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start)
-        return await future
 
     def _start(self) -> None:
-        """Start writers for what is queued, up to MAX_PARALLEL at once."""
+        """Start a writer for each sale with queued holds and none in flight."""
         self._scheduled = False
-        while self._queue and len(self._writers) < MAX_PARALLEL:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            task = asyncio.ensure_future(self._write(batch))
-            self._writers.add(task)
-            task.add_done_callback(self._done)
+        for sale_id in list(self._queues):
+            if sale_id in self._writing or len(self._writing) >= MAX_PARALLEL:
+                continue
+            queue = self._queues.pop(sale_id)
+            batch, rest = queue[:MAX_BATCH], queue[MAX_BATCH:]
+            if rest:
+                self._queues[sale_id] = rest
+            task = asyncio.ensure_future(self._write(sale_id, batch))
+            self._writing[sale_id] = task
+            task.add_done_callback(functools.partial(self._done, sale_id))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._writers.discard(task)
-        if self._queue and not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start)
+    def _done(self, sale_id: str, task: asyncio.Task[None]) -> None:
+        self._writing.pop(sale_id, None)
+        if self._queues:
+            self._schedule()
 
-    async def _write(self, batch: list[_Item]) -> None:
+    async def _write(self, sale_id: str, batch: list[_Item]) -> None:
         try:
-            results = await self._store.record_many([(res, gen) for res, gen, _ in batch])
+            results = await self._store.record_many(sale_id, [(res, gen) for res, gen, _ in batch])
         except PoolTimeout:
             _fail(batch, ProtocolError("unavailable", "database busy; retry with the same key"))
         except ProtocolError as exc:
@@ -74,8 +85,8 @@ class HoldRecorder:
 
     async def close(self, timeout_s: float) -> None:
         """Let the transactions in flight finish (bounded); their callers are waiting."""
-        if self._writers:
-            await asyncio.wait(set(self._writers), timeout=timeout_s)
+        if self._writing:
+            await asyncio.wait(set(self._writing.values()), timeout=timeout_s)
 
 
 def _fail(batch: list[_Item], exc: BaseException) -> None:

@@ -1,11 +1,15 @@
 """SQL for reservations and orders: the durable record of every unit that left stock.
 
-Two fences keep SQL and the ledger from disagreeing without any lock held across them:
+Granted holds are recorded in a transaction that first locks the sale's row (a no-op
+update: a row lock on PostgreSQL, the write lock on SQLite). Under that lock:
 
-* Generation: a reservation row is inserted only if the sale's ``generation`` is still
-  the one the ledger answered from (read ``FOR SHARE`` in the same transaction). Reconciliation bumps
-  the generation before it reads, so an insert either lands before the read (and is
-  counted) or fails (and its hold is undone).
+* Stock: rows are admitted only while held + confirmed units stay within the sale's
+  stock. SQL never records an oversell, whatever the ledger answered (say, a Redis
+  restored from an old snapshot); a refused row tells the caller to rebuild the ledger.
+* Generation: a row is admitted only if the sale's ``generation`` is still the one the
+  ledger answered from. A rebuild bumps the generation (taking the same lock) before it
+  reads, so a hold is either recorded before the read (and counted) or refused (and
+  its hold undone).
 * Primary key: the sweeper writes a ``void`` row for a hold that has no row when its
   deadline passes; the late insert then fails on the key instead of resurrecting a hold
   whose units already went back.
@@ -44,6 +48,8 @@ class Recording(enum.Enum):
     RECORDED = "recorded"
     #: The sale's generation moved on: reconciliation rebuilt the ledger meanwhile.
     FENCED = "fenced"
+    #: Recording it would put more units in SQL than the sale's stock.
+    OVER_STOCK = "over_stock"
     #: The sweeper voided this reservation id first (its deadline passed).
     ID_TAKEN = "id_taken"
     #: The user already has a reservation under this key (``existing``).
@@ -61,47 +67,68 @@ class ReservationStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._fenced_insert = _fenced_insert(db.dialect)
 
-    async def record_many(self, items: Sequence[tuple[Reservation, int]]) -> list[Recorded]:
-        """Insert granted holds in one transaction, each fenced by its generation.
+    async def record_many(self, sale_id: str, items: Sequence[tuple[Reservation, int]]) -> list[Recorded]:
+        """Record granted holds of one sale in one transaction (see the module docstring).
 
-        Each row is inserted only if its sale still has the generation the ledger
-        answered from, reading the sale row ``FOR SHARE`` (PostgreSQL): a rebuild's
-        generation bump waits for this commit, or this insert sees the bumped generation
-        and skips the stale hold. On SQLite the insert takes the single write lock first,
-        which fences alike. Rows whose id or (user, key) already exist are skipped too.
+        ``items`` pairs each reservation with the ledger generation it was granted in.
+        Rows whose id or (user, key) already exist are skipped and explained.
         """
-        params = [
-            {
-                "rid": r.id,
-                "sid": r.sale_id,
-                "uid": r.user_id,
-                "qty": r.quantity,
-                "st": r.status,
-                "src": r.source,
-                "key": r.idem_key,
-                "exp": r.expires_ms,
-                "now": r.created_ms,
-                "gen": gen,
-            }
-            for r, gen in items
-        ]
-        ids = [r.id for r, _ in items]
+        lock = (
+            sales.update()
+            .where(sales.c.id == sale_id)
+            .values(generation=sales.c.generation)
+            .returning(sales.c.generation, sales.c.stock)
+        )
+        units_out = sa.select(sa.func.coalesce(sa.func.sum(reservations.c.quantity), 0)).where(
+            reservations.c.sale_id == sale_id, reservations.c.status.in_(LIVE_STATUSES)
+        )
+        verdicts: dict[str, Recording] = {}
         async with self.db.begin() as conn:
-            await conn.execute(self._fenced_insert, params)
-            found = await conn.execute(
-                sa.select(reservations.c.id, reservations.c.status).where(reservations.c.id.in_(ids))
-            )
-            # A row with one of our ids is ours unless the sweeper voided that id first.
-            inserted = {row.id for row in found if row.status != VOID}
-        out = []
+            row = (await conn.execute(lock)).first()
+            generation, stock = (None, 0) if row is None else (row.generation, row.stock)
+            out = int(await conn.scalar(units_out) or 0)
+            admitted = []
+            for res, gen in items:
+                if gen != generation:
+                    verdicts[res.id] = Recording.FENCED
+                elif out + res.quantity > stock:
+                    verdicts[res.id] = Recording.OVER_STOCK
+                else:
+                    admitted.append(res)
+                    out += res.quantity
+            if admitted:
+                stmt = self._insert_new(admitted).returning(reservations.c.id)
+                for rid in await conn.scalars(stmt):
+                    verdicts[rid] = Recording.RECORDED
+        results = []
         for res, _ in items:
-            out.append(Recorded(Recording.RECORDED) if res.id in inserted else await self._refused(res))
-        return out
+            verdict = verdicts.get(res.id)
+            results.append(Recorded(verdict) if verdict is not None else await self._refused(res))
+        return results
+
+    def _insert_new(self, rows: Sequence[Reservation]) -> Any:
+        """A multi-row insert that skips rows whose id or (user, key) already exists."""
+        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        values = [
+            {
+                "id": r.id,
+                "sale_id": r.sale_id,
+                "user_id": r.user_id,
+                "quantity": r.quantity,
+                "status": r.status,
+                "source": r.source,
+                "idem_key": r.idem_key,
+                "expires_ms": r.expires_ms,
+                "created_ms": r.created_ms,
+                "updated_ms": r.created_ms,
+            }
+            for r in rows
+        ]
+        return insert(reservations).values(values).on_conflict_do_nothing()
 
     async def _refused(self, res: Reservation) -> Recorded:
-        """Why a row was skipped: its id was voided, its key is taken, or the fence held."""
+        """Why an admitted row was skipped: its id was voided, or its key is taken."""
         if await self.get(res.id) is not None:
             return Recorded(Recording.ID_TAKEN)
         existing = None if res.idem_key is None else await self.by_key(res.user_id, res.idem_key)
@@ -221,8 +248,8 @@ class ReservationStore:
     async def snapshot(self, sale: Sale) -> Snapshot | None:
         """Bump the sale's generation, then read its reservations (None: no such sale).
 
-        Inserts fenced on the old generation either committed before the bump (they
-        held ``FOR SHARE`` on the sale row, so the bump waited) or will fail after it.
+        Recorders hold the sale row's lock, so holds of the old generation were either
+        committed before the bump (and are read here) or are refused after it.
         """
         bump = (
             sales.update()
@@ -274,35 +301,6 @@ class ReservationStore:
         )
         async with self.db.begin() as conn:
             return [Order.from_row(row._mapping) for row in await conn.execute(query)]
-
-
-def _fenced_insert(dialect: str) -> Any:
-    """``INSERT … SELECT … FROM sales WHERE generation = :gen FOR SHARE ON CONFLICT DO NOTHING``."""
-    p = sa.bindparam
-    row = sa.select(
-        p("rid", type_=sa.String),
-        p("sid", type_=sa.String),
-        p("uid", type_=sa.String),
-        p("qty", type_=sa.Integer),
-        p("st", type_=sa.String),
-        p("src", type_=sa.String),
-        p("key", type_=sa.String),
-        p("exp", type_=sa.BigInteger),
-        p("now", type_=sa.BigInteger),
-        p("now", type_=sa.BigInteger),
-    )
-    fenced = (
-        row.select_from(sales)
-        .where(sales.c.id == p("sid", type_=sa.String), sales.c.generation == p("gen", type_=sa.Integer))
-        .with_for_update(read=True)
-    )
-    columns = ["id", "sale_id", "user_id", "quantity", "status", "source", "idem_key"]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(reservations)
-        .from_select([*columns, "expires_ms", "created_ms", "updated_ms"], fenced)
-        .on_conflict_do_nothing()
-    )
 
 
 def _order_values(order: Order) -> dict[str, object]:
