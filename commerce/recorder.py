@@ -11,8 +11,6 @@ import asyncio
 import functools
 import logging
 
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-
 from realtime.errors import ProtocolError
 
 from .entities import Reservation
@@ -71,8 +69,6 @@ class HoldRecorder:
     async def _write(self, sale_id: str, batch: list[_Item]) -> None:
         try:
             results = await self._store.record_many(sale_id, [(res, gen) for res, gen, _ in batch])
-        except PoolTimeout:
-            _fail(batch, ProtocolError("unavailable", "database busy; retry with the same key"))
         except ProtocolError as exc:
             _fail(batch, exc)
         except Exception as exc:
