@@ -86,7 +86,7 @@ async def close_redis_pools(core: Core) -> None:
             await client.connection_pool.disconnect()
 
 
-@pytest.fixture(params=["embedded", "cluster"])
+@pytest.fixture(params=["embedded", pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.postgres])])
 async def shop(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Shop]:
     if request.param == "embedded":
         settings = Settings(

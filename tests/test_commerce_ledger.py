@@ -30,7 +30,7 @@ NOW = 1_700_000_000_000
 _ids = itertools.count(1)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[StockLedger]:
     if request.param == "memory":
         yield MemoryLedger(key_ttl_ms=KEY_TTL_MS)
