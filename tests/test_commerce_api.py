@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from commerce import Catalog, Commerce, CommerceSettings
@@ -76,16 +75,6 @@ def error_of(response: httpx.Response) -> tuple[int, str]:
     return response.status_code, response.json()["error"]["code"]
 
 
-async def close_redis_pools(core: Core) -> None:
-    """Work around Core and RedisBroker closing their clients but not the explicit
-    pools under them (redis-py leaves a pool it did not create open): the sockets would
-    otherwise surface as ResourceWarnings in a later test."""
-    clients = [core.redis, getattr(core.broker, "_redis", None)]
-    for client in clients:
-        if isinstance(client, aioredis.Redis):
-            await client.connection_pool.disconnect()
-
-
 @pytest.fixture(params=["embedded", pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.postgres])])
 async def shop(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Shop]:
     if request.param == "embedded":
@@ -109,13 +98,10 @@ async def shop(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     modules: list[Module] = [rooms, groups, commerce]
     await core.migrate(modules)
     app = core.asgi_app(modules)
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
-                yield Shop(http, core, commerce)
-    finally:
-        await close_redis_pools(core)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
+            yield Shop(http, core, commerce)
 
 
 async def test_products_and_sales_validate_their_input(shop: Shop) -> None:
