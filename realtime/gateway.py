@@ -284,7 +284,7 @@ class Connection(asyncio.Protocol):
             self._worker = None
 
     def _reply_error(self, command_id: int, error: ProtocolError) -> None:
-        self.gateway.metrics.errors.labels(error.code).inc()
+        self.gateway.metrics.error_counter(error.code).inc()
         self.send(self.codec.frame({"id": command_id, "error": error.as_dict()}))
 
     # --- Session / Subscriber -----------------------------------------------------

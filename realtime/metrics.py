@@ -19,6 +19,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._command_children: dict[str, Histogram] = {}
+        self._error_children: dict[str, Counter] = {}
         r = self.registry
         self.connections = Gauge("livemart_connections", "Open WebSocket connections", registry=r)
         self.connections_total = Counter(
@@ -76,6 +78,19 @@ class Metrics:
             "Publications recovered from history after an outage",
             registry=r,
         )
+
+    def command_timer(self, op: str) -> Histogram:
+        """The latency histogram of one op; children are cached (``labels`` is slow)."""
+        child = self._command_children.get(op)
+        if child is None:
+            child = self._command_children[op] = self.command_latency.labels(op)
+        return child
+
+    def error_counter(self, code: str) -> Counter:
+        child = self._error_children.get(code)
+        if child is None:
+            child = self._error_children[code] = self.errors.labels(code)
+        return child
 
     async def watch_loop_lag(self, interval_s: float = 0.5) -> None:
         """Run forever, observing how late a timer fires."""

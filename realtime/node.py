@@ -149,7 +149,7 @@ class Node:
             return await handler(session, Args(command.args))
         finally:
             op = command.op if command.op in self._ops else "unknown"
-            self.metrics.command_latency.labels(op).observe(time.perf_counter() - started)
+            self.metrics.command_timer(op).observe(time.perf_counter() - started)
 
     async def _ping(self, session: Session, args: Args) -> Mapping[str, Any]:
         return {"t": time.time()}
