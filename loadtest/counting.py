@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import accumulate
 
 from loadtest.markers import LANES
 
@@ -101,18 +102,20 @@ class MarkerCounter:
                 self._take(cut + data[:MAX_MARKER])
                 self._next += self.every
             position += 1
-        at = -1
-        while self._next < self.total:
-            # Walk forward to the marker at stream position self._next.
-            for _ in range(self._next - position + 1):
-                at = data.find(self._start, at + 1)
-            position = self._next + 1
-            if at < 0:  # only if the stream holds a malformed prefix: give up on this read
-                break
+        if self._next >= self.total:
+            return
+        # Markers of this read wanted, by their index among the read's own markers; one
+        # split in C finds them all (a find per marker in Python cost a fifth of the generator).
+        wanted = range(self._next - position, self.total - position, self.every)
+        self._next += len(wanted) * self.every
+        parts = data.split(self._start, wanted[-1] + 1)
+        if len(parts) < wanted[-1] + 2:  # only if the stream holds a malformed prefix
+            return
+        ends = list(accumulate(map(len, parts[: wanted[-1] + 1])))
+        width = len(self._start)
+        for k in wanted:
+            at = ends[k] + k * width
             self._take(data[at : at + MAX_MARKER])
-            self._next += self.every
-        while self._next < self.total:
-            self._next += self.every
 
     def _take(self, head: bytes) -> None:
         match = _MARKER.match(head)
