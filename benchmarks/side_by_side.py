@@ -6,7 +6,7 @@ and 5,000 subscribers in one room x 10 / 50 / 200 messages/s, ~10 s each, and an
 point (10,000 subscribed connections, server RSS per connection). Writes
 results/side_by_side.{json,md,png} and prints progress on stderr.
 
-    .venv/bin/python benchmarks/side_by_side.py                       # everything, ~20 min
+    .venv/bin/python benchmarks/side_by_side.py                       # everything, 13-26 min
     .venv/bin/python benchmarks/side_by_side.py --servers livemart --subscribers 5000 \
         --rates 200,400,800 --idle 0 --name livemart_limit          # find livemart's limit
 
