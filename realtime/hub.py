@@ -56,15 +56,11 @@ class GapRecovery:
 GapRecoverer = Callable[[str, StreamPosition], Awaitable[GapRecovery]]
 
 
-def _done_future() -> asyncio.Future[None]:
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
-
-
 @dataclass(slots=True)
 class _Channel:
     name: str
+    #: Completes when the broker subscription for this channel is in place.
+    ready: asyncio.Future[None]
     #: Subscribers per codec, so each batch is encoded once per codec in use.
     by_codec: dict[Codec, set[Subscriber]] = field(default_factory=dict)
     #: Signed-in subscribers by user, to reach an author or kick a user.
@@ -82,8 +78,6 @@ class _Channel:
     epoch: str = ""
     #: Budget of the sampled lane (None: nothing is sampled on this channel).
     budget: TokenBucket | None = None
-    #: Completes when the broker subscription for this channel is in place.
-    ready: asyncio.Future[None] = field(default_factory=_done_future)
 
     def count(self) -> int:
         return sum(len(s) for s in self.by_codec.values())
@@ -133,11 +127,11 @@ class Hub:
         """Add ``sub`` as *joining*: it gets pushes only after :meth:`joined`."""
         state = self._channels.get(channel)
         if state is None:
-            state = self._channels[channel] = _Channel(channel)
+            ready = self._chain(channel, self._broker.subscribe)
+            state = self._channels[channel] = _Channel(channel, ready)
             budget = self._sampled_budget(channel)
             if budget is not None:
                 state.budget = TokenBucket(budget, budget)
-            state.ready = self._chain(channel, self._broker.subscribe)
             self._metrics.channels.inc()
         state.by_codec.setdefault(sub.codec, set()).add(sub)
         if sub.user_id is not None:
