@@ -55,6 +55,8 @@ class _SoldOut:
     version: int
     #: When the ledger last said so (monotonic seconds).
     seen: float
+    #: The sale is for its group's members: non-members must hear not_member instead.
+    members_only: bool
     #: Keys the ledger would replay (``key_field``); None until fetched.
     keys: frozenset[str] | None = None
     #: One attempt is on its way to the ledger to see whether units came back.
@@ -100,15 +102,23 @@ class Checkout:
 
     # --- reserve ------------------------------------------------------------------
 
+    def refuse_at_once(self, identity: Identity, sale_id: str, request: ReserveRequest) -> None:
+        """Raise sold_out if this process knows the sale is sold out, without any I/O.
+
+        The WebSocket op calls it before starting :meth:`reserve`, so the rush after a
+        sell-out is answered without a task or a ledger round trip.
+        """
+        flag = self._sold_out.get(sale_id)
+        if flag is not None and not flag.members_only:
+            self._refuse_if_sold_out(sale_id, identity.require_user(), request.key)
+
     async def reserve(self, identity: Identity, sale_id: str, request: ReserveRequest) -> ReservationReply:
         user_id = identity.require_user()
         sale = await self._catalog.sale(sale_id)
         if sale.group_id is not None and await self._groups.role(sale.group_id, user_id) is None:
             raise ProtocolError("not_member", "this sale is for members of its group only")
+        self._refuse_if_sold_out(sale.id, user_id, request.key)
         key = request.key or new_id()
-        if self._fast_reject(sale.id, key_field(user_id, key)):
-            self._metrics.fast_rejects.inc()
-            raise ProtocolError("sold_out", "sold out")
         for _ in range(MAX_ATTEMPTS):
             now = now_ms()
             attempt = Attempt(sale.id, new_id(), user_id, request.quantity, key, now)
@@ -123,7 +133,7 @@ class Checkout:
                     return ReservationReply(earlier, True)
                 continue
             if result.outcome is not Outcome.HELD:
-                self._refused(sale.id, result.outcome, result.version)
+                self._refused(sale, result.outcome, result.version)
             self._sold_out.pop(sale.id, None)
             res = Reservation(
                 id=attempt.reservation_id,
@@ -153,9 +163,9 @@ class Checkout:
                 await self._reconciler.rebuild(sale.id, reason="short")
         raise ProtocolError("unavailable", "stock is being rebuilt; retry with the same key")
 
-    def _refused(self, sale_id: str, outcome: Outcome, version: int) -> NoReturn:
+    def _refused(self, sale: Sale, outcome: Outcome, version: int) -> NoReturn:
         if outcome is Outcome.SOLD_OUT:
-            self._saw_sold_out(sale_id, version)
+            self._saw_sold_out(sale, version)
         code, message = _REFUSALS[outcome]
         raise ProtocolError(code, message)
 
@@ -183,27 +193,32 @@ class Checkout:
 
     # --- the local sold-out flag ----------------------------------------------------
 
-    def _fast_reject(self, sale_id: str, field: str) -> bool:
+    def _refuse_if_sold_out(self, sale_id: str, user_id: str, key: str | None) -> None:
         """Answer sold_out without the ledger, except for replays and one periodic probe.
 
         A key the ledger knows must reach it (the answer is the earlier reservation);
-        any other attempt would be told sold_out there too.
+        any other attempt would be told sold_out there too. No key: never a replay.
         """
         flag = self._sold_out.get(sale_id)
-        if flag is None or flag.keys is None or field in flag.keys:
-            return False
+        if flag is None or flag.keys is None:
+            return
+        if key is not None and key_field(user_id, key) in flag.keys:
+            return
         if not flag.probing and time.monotonic() - flag.seen >= self._settings.sold_out_probe_s:
             flag.probing = True
-            return False
-        return True
+            return
+        self._metrics.fast_rejects.inc()
+        raise ProtocolError("sold_out", "sold out")
 
-    def _saw_sold_out(self, sale_id: str, version: int) -> None:
+    def _saw_sold_out(self, sale: Sale, version: int) -> None:
+        sale_id = sale.id
         flag = self._sold_out.get(sale_id)
         if flag is not None and flag.version == version:
             flag.seen = time.monotonic()
             flag.probing = False
             return
-        flag = self._sold_out[sale_id] = _SoldOut(version, time.monotonic())
+        flag = _SoldOut(version, time.monotonic(), members_only=sale.group_id is not None)
+        self._sold_out[sale_id] = flag
         task = asyncio.ensure_future(self._fetch_keys(sale_id, flag))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -5,8 +5,9 @@ uvicorn serves HTTP and, on an upgrade request, hands the raw socket to
 and incoming frames are parsed by websockets' Sans-I/O :class:`ServerProtocol`;
 outgoing pushes bypass it: the hub writes pre-framed bytes through
 :meth:`Connection.send`, the single write path that owns the bounded buffer and the
-slow-client cut. There is no task per connection; a short-lived worker runs only
-while commands are queued.
+slow-client cut. There is no task per connection: a command whose handler answers at
+once is answered inside ``data_received``; a short-lived worker runs only while a
+command waits for I/O and others queue behind it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,7 +34,7 @@ from .commands import Command, CommandError, parse_command
 from .config import Settings
 from .errors import CloseCode, ProtocolError
 from .metrics import Metrics
-from .node import Node
+from .node import Node, Reply
 from .ratelimit import TokenBucket
 
 log = logging.getLogger("livemart.gateway")
@@ -105,8 +107,11 @@ class Connection(asyncio.Protocol):
         self._open = False
         self._closing = False
         self._fragments: list[bytes] | None = None
-        self._inbox: deque[Command] = deque()
+        #: Commands waiting for the worker, with their arrival times.
+        self._inbox: deque[tuple[Command, float]] = deque()
         self._worker: asyncio.Task[None] | None = None
+        #: The handler coroutine handed to a worker that has not taken its first step.
+        self._pending: Coroutine[Any, Any, Reply] | None = None
         self._rate = TokenBucket(gateway.settings.command_rate_per_s, gateway.settings.command_burst)
         self._joins: list[tuple[str, StreamPosition]] = []
         self._close_timer: asyncio.TimerHandle | None = None
@@ -142,6 +147,9 @@ class Connection(asyncio.Protocol):
             self._close_timer.cancel()
         if self._worker is not None:
             self._worker.cancel()
+        if self._pending is not None:
+            # The worker was cancelled before its first step and will never await it.
+            self._pending.close()
         if self._open:
             self._open = False
             gateway = self.gateway
@@ -255,33 +263,71 @@ class Connection(asyncio.Protocol):
                 ProtocolError("rate_limited", f"slow down: retry in {self._rate.retry_after():.2f}s"),
             )
             return
-        if len(self._inbox) >= self.gateway.settings.command_queue_limit:
-            self.close(CloseCode.POLICY_VIOLATION, "flood: too many commands queued")
-            return
-        self._inbox.append(command)
+        arrived = time.perf_counter()
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run_commands())
+            pending = self._start(command, arrived)
+            if pending is not None:
+                self._pending = pending
+                self._worker = asyncio.get_running_loop().create_task(self._run_commands(command, arrived))
+        elif len(self._inbox) >= self.gateway.settings.command_queue_limit:
+            self.close(CloseCode.POLICY_VIOLATION, "flood: too many commands queued")
+        else:
+            self._inbox.append((command, arrived))
 
-    async def _run_commands(self) -> None:
-        """Handle queued commands one at a time, in arrival order, then exit."""
+    def _start(self, command: Command, arrived: float) -> Coroutine[Any, Any, Reply] | None:
+        """Answer ``command`` if its handler can at once; else return what to await."""
         try:
-            while self._inbox and not self._closing:
-                command = self._inbox.popleft()
+            outcome = self.gateway.node.dispatch(self, command)
+        except Exception as exc:
+            self._answer_failure(command, arrived, exc)
+            return None
+        if isinstance(outcome, Coroutine):
+            return outcome
+        self._answer(command, arrived, outcome)
+        return None
+
+    async def _run_commands(self, command: Command, arrived: float) -> None:
+        """Finish the command in ``_pending``, then the queued ones in arrival order, then exit.
+
+        Commands whose handlers answer at once are answered in between without an await.
+        """
+        try:
+            while True:
+                pending, self._pending = self._pending, None
+                assert pending is not None
                 try:
-                    result = await self.gateway.node.dispatch(self, command)
-                except ProtocolError as exc:
-                    self._reply_error(command.id, exc)
-                except Exception:
-                    log.exception("op %s failed", command.op)
-                    self._reply_error(command.id, ProtocolError("internal", "internal error"))
+                    result = await pending
+                except Exception as exc:
+                    self._answer_failure(command, arrived, exc)
                 else:
-                    self.send(self.codec.frame({"id": command.id, "ok": result}))
-                if self._joins:
-                    joins, self._joins = self._joins, []
-                    for channel, position in joins:
-                        self.gateway.node.hub.joined(self, channel, position)
+                    self._answer(command, arrived, result)
+                while self._pending is None:
+                    if not self._inbox or self._closing:
+                        return
+                    command, arrived = self._inbox.popleft()
+                    self._pending = self._start(command, arrived)
         finally:
             self._worker = None
+
+    def _answer(self, command: Command, arrived: float, result: Reply) -> None:
+        self.send(self.codec.frame({"id": command.id, "ok": result}))
+        self._observe(command, arrived)
+        if self._joins:
+            joins, self._joins = self._joins, []
+            for channel, position in joins:
+                self.gateway.node.hub.joined(self, channel, position)
+
+    def _answer_failure(self, command: Command, arrived: float, exc: Exception) -> None:
+        if not isinstance(exc, ProtocolError):
+            log.exception("op %s failed", command.op, exc_info=exc)
+            exc = ProtocolError("internal", "internal error")
+        self._reply_error(command.id, exc)
+        self._observe(command, arrived)
+
+    def _observe(self, command: Command, arrived: float) -> None:
+        """Time from the command's arrival (queueing included) to its answer."""
+        op = command.op if self.gateway.node.knows(command.op) else "unknown"
+        self.gateway.metrics.command_timer(op).observe(time.perf_counter() - arrived)
 
     def _reply_error(self, command_id: int, error: ProtocolError) -> None:
         self.gateway.metrics.error_counter(error.code).inc()

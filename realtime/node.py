@@ -9,7 +9,7 @@ which always goes through the broker, never straight to the local hub.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,7 +83,11 @@ class Namespace:
         """Called when a session leaves the channel (explicitly or by closing)."""
 
 
-OpHandler = Callable[[Session, Args], Awaitable[Mapping[str, Any]]]
+Reply = Mapping[str, Any]
+OpHandler = Callable[[Session, Args], Reply | Coroutine[Any, Any, Reply]]
+"""A command handler. It returns the reply when it can answer without waiting (a
+sold-out flag, a ping) and a coroutine when it must wait for I/O: the gateway then
+finishes it in the connection's worker. Answering at once costs no task."""
 
 
 class Node:
@@ -140,18 +144,17 @@ class Node:
 
     # --- commands -----------------------------------------------------------------
 
-    async def dispatch(self, session: Session, command: Command) -> Mapping[str, Any]:
+    def dispatch(self, session: Session, command: Command) -> Reply | Coroutine[Any, Any, Reply]:
+        """Start ``command``: its reply, or the coroutine that will produce it."""
         handler = self._ops.get(command.op)
         if handler is None:
             raise ProtocolError("bad_request", f"unknown op {command.op[:40]!r}")
-        started = time.perf_counter()
-        try:
-            return await handler(session, Args(command.args))
-        finally:
-            op = command.op if command.op in self._ops else "unknown"
-            self.metrics.command_timer(op).observe(time.perf_counter() - started)
+        return handler(session, Args(command.args))
 
-    async def _ping(self, session: Session, args: Args) -> Mapping[str, Any]:
+    def knows(self, op: str) -> bool:
+        return op in self._ops
+
+    def _ping(self, session: Session, args: Args) -> Reply:
         return {"t": time.time()}
 
     async def _subscribe(self, session: Session, args: Args) -> Mapping[str, Any]:

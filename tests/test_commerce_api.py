@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -18,8 +18,13 @@ import sqlalchemy as sa
 
 from commerce import Catalog, Commerce, CommerceSettings
 from commerce.models import reservations, sales
+from commerce.ops import reserve_op
 from commerce.redis_ledger import SaleKeys
+from realtime.auth import Identity
+from realtime.commands import Args
 from realtime.config import Settings
+from realtime.errors import ProtocolError
+from realtime.node import Session
 from realtime.server import Core, Module
 from rooms.groups import GroupChats, GroupSettings
 from rooms.live import LiveRooms, RoomSettings
@@ -302,6 +307,47 @@ async def test_sold_out_fast_path_keeps_replays_and_learns_of_returns(shop: Shop
     assert (replay.status_code, replay.json()["id"]) == (201, first["id"])
     await shop.ok("DELETE", f"/api/reservations/{first['id']}", "a")
     assert (await shop.reserve(sale["id"], "c")).status_code == 201  # the flag dropped at once
+
+
+@dataclass
+class Caller:
+    identity: Identity
+
+
+async def test_ws_op_refuses_a_known_sell_out_without_waiting(shop: Shop) -> None:
+    """The `reserve` op answers a sell-out this process knows of at once (no coroutine,
+    so the gateway needs no task); a members-only sale still says not_member first."""
+    reserve = reserve_op(shop.commerce.checkout, shop.commerce.settings)
+    group = await shop.ok("POST", "/api/groups", "merchant", json={"name": "Fans"})
+    public = await shop.sale(stock=1, per_user_limit=1)
+    members = await shop.sale(stock=1, per_user_limit=1, group_id=group["id"])
+    assert (await shop.reserve(public["id"], "merchant")).status_code == 201
+    assert (await shop.reserve(members["id"], "merchant")).status_code == 201
+
+    def start(sale_id: str, user: str) -> Any:
+        session = cast(Session, Caller(Identity(user, user)))
+        return reserve(session, Args({"sale": sale_id, "key": f"k-{next(_keys)}"}))
+
+    async def outcome(sale_id: str, user: str) -> str:
+        try:
+            pending = start(sale_id, user)
+        except ProtocolError as exc:
+            return f"at once: {exc.code}"
+        try:
+            await pending
+        except ProtocolError as exc:
+            return f"waited: {exc.code}"
+        return "held"
+
+    assert await outcome(public["id"], "b") == "waited: sold_out"  # the ledger tells it first
+    assert await outcome(members["id"], "outsider") == "waited: not_member"
+    assert await outcome(members["id"], "merchant") == "waited: sold_out"
+    for _ in range(50):  # the flag's list of known keys arrives in the background
+        if (await outcome(public["id"], "b")).startswith("at once"):
+            break
+        await asyncio.sleep(0.02)
+    assert await outcome(public["id"], "c") == "at once: sold_out"
+    assert await outcome(members["id"], "outsider") == "waited: not_member"  # flagged too
 
 
 async def test_start_up_check_rebuilds_stale_ledger_state(shop: Shop) -> None:

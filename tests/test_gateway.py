@@ -6,6 +6,7 @@ Every abuse case ends by checking that a bystander connection is still served.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ import jwt
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from realtime.config import ConfigError, Settings
 from tests.processes import TEST_SECRET, LivemartProcess, ProcessGroup, token
@@ -222,6 +224,25 @@ async def test_command_queue_overflow_closes_1008(livemart: ProcessGroup) -> Non
     assert info.value.code == 1008
     async with await WsClient.connect(server.ws_url) as other:
         assert "t" in await other.call("ping")
+
+
+async def test_replies_keep_command_order_when_some_answer_at_once(server: LivemartProcess) -> None:
+    """`ping` and an unknown op are answered without a task; they must still wait for an
+    earlier command that is waiting for I/O, and answer at once when nothing is queued."""
+    url = f"{server.ws_url}?token={token('o', 'O', TEST_SECRET)}"
+    async with connect(url, subprotocols=[Subprotocol("livemart.json")]) as ws:
+        await ws.send('{"id": 1, "op": "sleep", "ms": 300}')
+        await ws.send('{"id": 2, "op": "ping"}')
+        await ws.send('{"id": 3, "op": "no-such-op"}')
+        await ws.send('{"id": 4, "op": "ping"}')
+        replies = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(4)]
+        assert [r["id"] for r in replies] == [1, 2, 3, 4]
+        assert replies[0]["ok"] == {} and "t" in replies[1]["ok"] and "t" in replies[3]["ok"]
+        assert replies[2]["error"]["code"] == "bad_request"
+        started = time.monotonic()
+        await ws.send('{"id": 5, "op": "ping"}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["id"] == 5
+        assert time.monotonic() - started < 1.0
 
 
 async def test_subscribe_again_after_unsubscribe(server: LivemartProcess) -> None:
