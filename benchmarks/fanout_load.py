@@ -10,8 +10,13 @@ Publishing is open loop (message k is due at start + k / rate, whatever the repl
 and latency runs from that due time, as in `livemart loadtest`. Server CPU is read with
 psutil on the server's pid. Prints one JSON line.
 
+With `--driver native` (livemart only) the subscribers are one `wsdrive listen` process
+(benchmarks/native) on this process's core instead of Python connections: near a million
+deliveries a second the Python reader saturates its core before the server does. This
+process still publishes; the generator CPU is then the driver's plus the publisher's.
+
     python benchmarks/fanout_load.py --kind livemart --url http://127.0.0.1:8000 \
-        --server-pid 1234 --subscribers 1000 --rate 50 --duration 10
+        --server-pid 1234 --subscribers 1000 --rate 50 --duration 10 [--driver native]
     python benchmarks/fanout_load.py --kind socketio --url ... --server-pid ... --idle 10000
 """
 
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import os
 import resource
 import sys
@@ -30,6 +37,7 @@ from urllib.parse import urlsplit
 import orjson
 import psutil
 import uvloop
+from native import Listener
 from websockets.asyncio.client import ClientConnection, connect
 
 from loadtest import markers
@@ -54,6 +62,10 @@ START_DELAY_S = 0.5
 QUIET_S = 1.0
 """After the last send, this long without a delivery ends the drain early."""
 IDLE_SETTLE_S = 2.0
+NATIVE_SAMPLES_PER_S = 50_000
+"""Latency samples a second the native driver records at most (sorting them is its only cost)."""
+NATIVE_LISTEN_MARGIN_S = 120.0
+"""The driver listens at most this long past the send window unless told what is owed."""
 
 
 class JoinRefused(Exception):
@@ -183,7 +195,7 @@ class Listeners:
         self.errors: dict[str, int] = {}
         self.delivered = 0
         self.last_delivery = 0.0
-        self.latency = new_histogram()
+        self.histogram = new_histogram()
         self.stopping = False
         self.pinging: asyncio.Task[None] | None = None
 
@@ -243,7 +255,7 @@ class Listeners:
         received = now_us()
         self.last_delivery = received / 1e6
         for _lane, sent_us in samples:
-            record_us(self.latency, received - sent_us)
+            record_us(self.histogram, received - sent_us)
 
     def lost(self, conn: RawConnection) -> None:
         if not self.stopping:
@@ -252,12 +264,95 @@ class Listeners:
     def error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
 
-    def close(self) -> None:
+    @property
+    def subscribed(self) -> int:
+        return len(self.conns)
+
+    def cpu_s(self) -> float:
+        """CPU of listening outside this process: none, it all happens here."""
+        return 0.0
+
+    async def drain(self, expected: int, deadline: float, sends_end: float) -> None:
+        """Wait until `expected` deliveries, the deadline, or QUIET_S without a delivery."""
+        while time.time() < deadline and self.delivered < expected:
+            if time.time() - max(self.last_delivery, sends_end) >= QUIET_S:
+                break
+            await asyncio.sleep(0.05)
+
+    def latency(self) -> tuple[dict[str, Any], dict[str, int]]:
+        """Percentiles in ms, and how they were sampled."""
+        sample = {"every": self.every, "samples": self.histogram.get_total_count()}
+        return percentiles_ms(self.histogram), sample
+
+    async def close(self) -> None:
         self.stopping = True
         if self.pinging is not None:
             self.pinging.cancel()
         for conn in self.conns:
             conn.close()
+
+
+class NativeListeners:
+    """The subscribers as one `wsdrive listen` process: same counts, a fraction of the CPU.
+
+    Each connection subscribes as a guest, like `Livemart.join`. The driver reports once,
+    at the end, so the counts are read after `drain`.
+    """
+
+    def __init__(self, target: Target, every: int, listen_s: float, drain_s: float) -> None:
+        if not isinstance(target, Livemart):
+            raise SystemExit("--driver native speaks livemart's protocol only")
+        self.target = target
+        self.every = every
+        self.listen_s = listen_s
+        self.drain_s = drain_s
+        self.driver: Listener | None = None
+        self.result: dict[str, Any] = {}
+        self.errors: dict[str, int] = {}
+        self.subscribed = 0
+
+    async def open(self, count: int) -> float:
+        parts = urlsplit(self.target.url)
+        subscribe = '{"id":%ID%,"op":"subscribe","ch":' + json.dumps(self.target.channel) + "}"
+        options = [
+            "--url", f"ws://{parts.netloc}{self.target.sub_path}", "--conns", str(count),
+            "--concurrency", str(CONNECT_CONCURRENCY), "--setup", subscribe,
+            "--every", str(self.every), "--duration", str(self.listen_s), "--drain", str(self.drain_s),
+        ]  # fmt: skip
+        self.driver = Listener(options)
+        began = time.monotonic()
+        await self.driver.start()
+        self.subscribed = self.driver.connected
+        return time.monotonic() - began
+
+    def cpu_s(self) -> float:
+        if self.driver is None:
+            return 0.0
+        try:
+            return cpu_s(psutil.Process(self.driver.pid))
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    async def drain(self, expected: int, deadline: float, sends_end: float) -> None:
+        """The driver stops at `expected` markers or `drain_s` after being told."""
+        assert self.driver is not None
+        self.result = await self.driver.finish(expected)
+        self.errors = self.result["errors"]
+
+    @property
+    def delivered(self) -> int:
+        return int(self.result.get("delivered", 0))
+
+    @property
+    def last_delivery(self) -> float:
+        return float(self.result.get("last_delivery_at", 0.0))
+
+    def latency(self) -> tuple[dict[str, Any], dict[str, int]]:
+        return self.result["latency_ms"], self.result["latency_sample"]
+
+    async def close(self) -> None:
+        if self.driver is not None:
+            await self.driver.abort()
 
 
 def cpu_s(process: psutil.Process) -> float:
@@ -272,14 +367,19 @@ def own_cpu_s() -> float:
 
 async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[str, Any]:
     target = TARGETS[args.kind](args.url)
-    every = sample_every(args.subscribers * args.rate)
-    listeners = Listeners(target, every)
+    listeners: Listeners | NativeListeners
+    if args.driver == "native":
+        every = math.ceil(args.subscribers * args.rate / NATIVE_SAMPLES_PER_S)
+        listen_s = START_DELAY_S + args.duration + NATIVE_LISTEN_MARGIN_S
+        listeners = NativeListeners(target, every, listen_s, args.drain)
+    else:
+        listeners = Listeners(target, sample_every(args.subscribers * args.rate))
     inflight: set[asyncio.Task[None]] = set()
     profiler: asyncio.subprocess.Process | None = None
     try:
         await target.prepare()
         connect_s = await listeners.open(args.subscribers)
-        subscribed = len(listeners.conns)
+        subscribed = listeners.subscribed
         accepted = 0
         failed = 0
 
@@ -308,21 +408,18 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
 
         start = time.time() + START_DELAY_S
         await asyncio.sleep(START_DELAY_S)
-        server_cpu0, own_cpu0 = cpu_s(server), own_cpu_s()
+        server_cpu0, own_cpu0, driver_cpu0 = cpu_s(server), own_cpu_s(), listeners.cpu_s()
         profiler = await start_profiler(args.profile, server.pid, args.duration) if args.profile else None
         sent = await run_open_loop(rate=args.rate, duration=args.duration, start=start, fire=fire)
         sends_end = time.time()
-        server_cpu1, own_cpu1 = cpu_s(server), own_cpu_s()
+        server_cpu1, own_cpu1, driver_cpu1 = cpu_s(server), own_cpu_s(), listeners.cpu_s()
         deadline = sends_end + args.drain
         if inflight:
             await asyncio.wait(set(inflight), timeout=max(0.1, deadline - time.time()))
         # A publish still unanswered may have been broadcast: it is owed, like an accepted one.
         unanswered = len(inflight)
         expected = (accepted + unanswered) * subscribed
-        while time.time() < deadline and listeners.delivered < expected:
-            if time.time() - max(listeners.last_delivery, sends_end) >= QUIET_S:
-                break
-            await asyncio.sleep(0.05)
+        await listeners.drain(expected, deadline, sends_end)
         end = time.time()
         server_cpu2 = cpu_s(server)
         rss = server.memory_info().rss
@@ -332,13 +429,16 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
         await asyncio.gather(*inflight, return_exceptions=True)
         if profiler is not None:
             await profiler.wait()
-        listeners.close()
+        await listeners.close()
         await target.close()
     send_s = sends_end - start
     window = max(send_s, listeners.last_delivery - start)
     delivered = listeners.delivered
+    latency, sample = listeners.latency()
+    own_cpu, driver_cpu = own_cpu1 - own_cpu0, driver_cpu1 - driver_cpu0
     return {
         "kind": args.kind,
+        "driver": args.driver,
         "subscribers": subscribed,
         "rate": args.rate,
         "duration_s": round(send_s, 3),
@@ -350,14 +450,16 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
         "delivered": delivered,
         "delivered_per_s": round(delivered / window, 1) if window > 0 else None,
         "delivery_ratio": round(delivered / expected, 4) if expected else None,
-        "latency_ms": percentiles_ms(listeners.latency),
-        "latency_sample": {"every": every, "samples": listeners.latency.get_total_count()},
+        "latency_ms": latency,
+        "latency_sample": sample,
         "server_cpu": round((server_cpu1 - server_cpu0) / send_s, 3),
         "server_cpu_s_per_million": round((server_cpu2 - server_cpu0) / delivered * 1e6, 3)
         if delivered
         else None,
         "server_rss_mib": round(rss / 2**20, 1),
-        "generator_cpu": round((own_cpu1 - own_cpu0) / send_s, 3),
+        "generator_cpu": round((own_cpu + driver_cpu) / send_s, 3),
+        "publisher_cpu": round(own_cpu / send_s, 3),
+        "driver_cpu": round(driver_cpu / send_s, 3),
         "drain_s": round(end - sends_end, 3),
         "connect_s": round(connect_s, 3),
         "errors": listeners.errors,
@@ -392,7 +494,7 @@ async def idle_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
         await asyncio.sleep(IDLE_SETTLE_S)
         after = server.memory_info().rss
     finally:
-        listeners.close()
+        await listeners.close()
         await target.close()
     joined = len(listeners.conns)
     return {
@@ -416,6 +518,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing")
     parser.add_argument("--drain", type=float, default=5.0, help="max seconds to wait for late deliveries")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the server over the send window")
+    parser.add_argument(
+        "--driver",
+        choices=("python", "native"),
+        default="python",
+        help="who listens: Python connections, or the C driver wsdrive (livemart only)",
+    )
     parser.add_argument(
         "--idle", type=int, default=0, help="instead: open this many idle subscribers, report RSS"
     )

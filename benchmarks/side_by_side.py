@@ -10,6 +10,14 @@ results/side_by_side.{json,md,png} and prints progress on stderr.
     .venv/bin/python benchmarks/side_by_side.py --servers livemart --subscribers 5000 \
         --rates 200,400,800 --idle 0 --name livemart_limit          # find livemart's limit
 
+`--driver native` has the subscribers opened and counted by the C driver wsdrive
+(benchmarks/native) instead of Python connections, so the generator core stops being the
+limit near a million deliveries a second; it speaks livemart's protocol only, so the peers
+are skipped then.
+
+    .venv/bin/python benchmarks/side_by_side.py --driver native --servers livemart-embedded,livemart \
+        --subscribers 5000 --rates 200 --idle 0 --name native_5000
+
 Peers: python-socketio with AsyncRedisManager, a `websockets.broadcast` relay, and Node's
 socket.io with the Redis adapter (skipped with a note when node or npm is missing). The
 Python peers are installed into benchmarks/.venv-peers on first use, the Node one into
@@ -35,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import native
 import redis
 from fanout_report import profile_top, write_reports
 
@@ -277,6 +286,8 @@ def load_row(server: Server, args: argparse.Namespace, subscribers: int, rate: i
     profile = args.out / f"{args.name}-{server.name}-{subscribers}x{rate}.pyspy"
     if args.profile and server.python:
         extra += ["--profile", str(profile)]
+    if args.driver == "native":
+        extra += ["--driver", "native"]
     log = args.out / f"{args.name}-{server.name}.log"
     try:
         row = one_point(server, args, log, extra, args.duration + args.drain + 180)
@@ -356,6 +367,12 @@ def main() -> int:
         metavar="LIVEMART_X=VALUE",
         help="setting for the livemart servers (repeatable), e.g. LIVEMART_LARGE_FLUSH_INTERVAL_S=0.2",
     )
+    parser.add_argument(
+        "--driver",
+        choices=("python", "native"),
+        default="python",
+        help="who opens and counts the subscribers: Python, or the C driver wsdrive (livemart only)",
+    )
     parser.add_argument("--livemart-rev", default="HEAD", help="git revision of livemart to measure")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
     parser.add_argument("--name", default="side_by_side", help="base name of the result files")
@@ -376,8 +393,11 @@ def main() -> int:
         settings = dict(item.split("=", 1) for item in args.livemart_setting)
         known = servers(run_id, Path(tmp), Path(tmp) / "livemart", settings)
         ready = []
+        if args.driver == "native":
+            native.build()  # now, not on the generator's core in the middle of a point
         for name in args.servers.split(","):
-            reason = known[name].setup()
+            native_only = args.driver == "native" and known[name].kind != "livemart"
+            reason = "the native driver speaks livemart only" if native_only else known[name].setup()
             if reason is None:
                 ready.append(known[name])
             else:
@@ -401,6 +421,7 @@ def main() -> int:
         "duration_s": args.duration,
         "server_cpu": args.server_cpu,
         "generator_cpu": args.generator_cpu,
+        "driver": args.driver,
         "skipped": skipped,
         "livemart_settings": args.livemart_setting,
         "livemart_commit": commit,

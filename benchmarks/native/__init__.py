@@ -1,0 +1,148 @@
+"""The native WebSocket load driver, `wsdrive` (wsdrive.c): built on first use, run as a process.
+
+Reading or writing one WebSocket frame costs a Python generator 15-50 µs, so on a 2-core
+machine the generator saturates its core before the server does. The driver does the
+same work in C with one epoll loop (see the comment at the top of wsdrive.c for its modes
+and output); these helpers build it and run it from the benchmark scripts.
+
+The binary goes to `build/` next to the source (git-ignored) and is rebuilt whenever the
+source is newer, by a plain `cc -O2`: no flags, libraries or build system to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SOURCE = Path(__file__).resolve().with_name("wsdrive.c")
+BINARY = SOURCE.parent / "build" / "wsdrive"
+READY = "wsdrive: ready"
+"""The stderr line the driver prints once every connection is open (or has failed)."""
+
+
+class BuildError(RuntimeError):
+    """No C compiler, or the source did not compile."""
+
+
+def compiler() -> str | None:
+    """`$CC`, else `cc` or `gcc` on PATH."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def build() -> Path:
+    """The driver binary, compiled when missing or older than its source.
+
+    Compiled under a temporary name and renamed into place, so concurrent callers never
+    run a half-written file.
+    """
+    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
+        return BINARY
+    cc = compiler()
+    if cc is None:
+        raise BuildError("no C compiler: set CC or install cc/gcc")
+    BINARY.parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=BINARY.parent) as tmp:
+        out = Path(tmp) / "wsdrive"
+        done = subprocess.run(
+            [cc, "-O2", "-o", str(out), str(SOURCE)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise BuildError(f"{cc} failed on {SOURCE.name}:\n{done.stderr[-2000:]}")
+        os.replace(out, BINARY)
+    return BINARY
+
+
+def result_of(stdout: str) -> dict[str, Any]:
+    """The driver's JSON result: the last line of its output."""
+    lines = stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError("wsdrive printed no result")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def command(args: Sequence[str], *, timeout_s: float) -> dict[str, Any]:
+    """Run `wsdrive command ARGS...` to the end; progress goes to this process's stderr."""
+    done = subprocess.run(
+        [str(build()), "command", *args], stdout=subprocess.PIPE, text=True, timeout=timeout_s, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wsdrive exited with {done.returncode}")
+    return result_of(done.stdout)
+
+
+class Listener:
+    """`wsdrive listen --control` as a child process of an asyncio program.
+
+    `start()` returns once every connection is joined; the caller then publishes, and
+    `finish(expected)` tells the driver how many markers are owed and waits for its result
+    (it stops at that count, or `--drain` seconds later).
+    """
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = list(args)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log: list[str] = []
+        """The driver's stderr lines (progress), for error messages."""
+        self.connected = 0
+        """Connections joined, from the ready line."""
+        self._reading: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            str(build()), "listen", "--control", *self.args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        ready = asyncio.get_running_loop().create_future()
+        self._reading = asyncio.create_task(self._read_log(ready))
+        await ready
+
+    async def _read_log(self, ready: asyncio.Future[None]) -> None:
+        """Keep the stderr pipe drained; resolve `ready` at the ready line (or at exit)."""
+        assert self.proc is not None and self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.log.append(line)
+            if line.startswith(READY) and not ready.done():
+                fields = dict(part.split("=", 1) for part in line.removeprefix(READY).split())
+                self.connected = int(fields["connected"])
+                ready.set_result(None)
+        if not ready.done():
+            ready.set_exception(
+                RuntimeError("wsdrive ended before it was ready: " + " | ".join(self.log[-5:]))
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def finish(self, expected: int) -> dict[str, Any]:
+        """Tell the driver what is owed; its result once it has counted that or drained."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"expect {expected}\n".encode())
+        await self.proc.stdin.drain()
+        stdout = await self.proc.stdout.read()
+        await self.proc.wait()
+        self.proc.stdin.close()
+        if self._reading is not None:
+            await self._reading
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"wsdrive exited with {self.proc.returncode}: " + " | ".join(self.log[-5:]))
+        return result_of(stdout.decode())
+
+    async def abort(self) -> None:
+        """Stop a driver that will not be asked to finish (the run failed)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reading is not None:
+            self._reading.cancel()
+            await asyncio.gather(self._reading, return_exceptions=True)
