@@ -1,6 +1,7 @@
 """The stock ledger on Redis: one Lua script per step (commerce/ledger.lua).
 
-Calls made in the same event-loop turn travel together in one pipeline, and the
+Calls made in the same event-loop turn travel together in one pipeline (one per node
+on a Redis Cluster: every key of a sale shares the hash tag ``{sale:<id>}``), and the
 reservation attempts of one turn for one sale go to Redis as one script call that
 takes them in order, each attempt still one atomic step. A burst of reservations thus
 costs one round trip and one command per turn rather than one per attempt.
@@ -9,16 +10,13 @@ costs one round trip and one command per turn rather than one per attempt.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
-
-from realtime.errors import ProtocolError
+from realtime.redis_batch import Batcher
+from realtime.redis_client import RedisClient
 
 from .ledger import (
     VERSION_STRIDE,
@@ -54,10 +52,6 @@ def read_scripts(path: Path = SCRIPT_FILE) -> dict[str, str]:
 SCRIPTS = read_scripts()
 
 
-def sha1(source: str) -> str:
-    return hashlib.sha1(source.encode()).hexdigest()
-
-
 class SaleKeys:
     """Key names of one sale, all in hash slot ``{sale:<id>}`` under the deployment prefix."""
 
@@ -72,79 +66,22 @@ class SaleKeys:
         return [self.state, self.users, self.deadlines, self.keys]
 
 
-class Batcher:
-    """Sends every command queued in one loop turn as one pipeline."""
-
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._scheduled = False
-        #: Script sources by SHA1, to load one that Redis forgot (restart, SCRIPT FLUSH).
-        self.sources: dict[str, str] = {}
-
-    async def call(self, *command: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((command, future))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start)
-        return await future
-
-    def _start(self) -> None:
-        self._scheduled = False
-        batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._send(batch))
-        task.add_done_callback(_log_failure)
-
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._run([command for command, _ in batch])
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:
-                for sha in {batch[i][0][1] for i in missing}:
-                    await self._redis.script_load(self.sources[sha])
-                retried = await self._run([batch[i][0] for i in missing])
-                for i, result in zip(missing, retried, strict=True):
-                    results[i] = result
-        except (RedisError, OSError) as exc:
-            log.warning("stock ledger unreachable: %s", exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(ProtocolError("unavailable", "stock ledger unavailable"))
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(await pipe.execute(raise_on_error=False))
-
-
 class RedisLedger(StockLedger):
     """Stock ledger whose every step is one Lua script on the sale's slot."""
 
-    def __init__(self, redis: aioredis.Redis, *, prefix: str, key_ttl_ms: int) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str, key_ttl_ms: int) -> None:
         super().__init__(key_ttl_ms=key_ttl_ms)
         self._prefix = prefix
-        self._batcher = Batcher(redis)
-        self._sha = {name: sha1(source) for name, source in SCRIPTS.items()}
+        self._batcher = Batcher(redis, unavailable="stock ledger unavailable")
+        self._scripts = {name: self._batcher.script(source) for name, source in SCRIPTS.items()}
         self._attempts: dict[str, list[tuple[Attempt, asyncio.Future[Reserved]]]] = {}
         self._attempts_scheduled = False
-        for name, source in SCRIPTS.items():
-            self._batcher.sources[self._sha[name]] = source
 
     def keys(self, sale_id: str) -> SaleKeys:
         return SaleKeys(self._prefix, sale_id)
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._batcher.call("EVALSHA", self._sha[name], len(keys), *keys, *args)
+        return await self._batcher.call(*self._scripts[name].command(keys, args))
 
     async def reserve(self, attempt: Attempt) -> Reserved:
         future: asyncio.Future[Reserved] = asyncio.get_running_loop().create_future()

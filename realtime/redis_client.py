@@ -11,10 +11,17 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from .config import ConfigError
 
+#: What ``connect`` returns. Cluster pipelines refuse Script objects: batch through
+#: ``realtime.redis_batch``, which drives both.
 RedisClient = aioredis.Redis | RedisCluster
+
+#: What a Redis outage raises. A cluster that cannot route a slot raises
+#: RedisClusterException, which is not a RedisError.
+ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 def is_cluster(url: str) -> bool:

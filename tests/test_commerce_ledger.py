@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -23,21 +22,34 @@ from commerce.ledger import (
     Terms,
     key_field,
 )
-from commerce.redis_ledger import Batcher, RedisLedger, sha1
+from commerce.redis_ledger import RedisLedger
+from realtime.redis_client import connect
+from tests.services import unique_prefix
 
 KEY_TTL_MS = 25 * 3600 * 1000
 NOW = 1_700_000_000_000
 _ids = itertools.count(1)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[StockLedger]:
+    """Every ledger in turn: in-process, one Redis, and a three-master Redis Cluster."""
     if request.param == "memory":
         yield MemoryLedger(key_ttl_ms=KEY_TTL_MS)
         return
-    url: str = request.getfixturevalue("redis_url")
-    prefix: str = request.getfixturevalue("redis_prefix")
-    client = aioredis.Redis.from_url(url)
+    if request.param == "cluster":
+        url: str = request.getfixturevalue("redis_cluster").url
+        prefix = unique_prefix()  # the cluster is this session's own
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+    client = connect(url)
     try:
         yield RedisLedger(client, prefix=prefix, key_ttl_ms=KEY_TTL_MS)
     finally:
@@ -261,20 +273,5 @@ async def test_redis_matches_memory_on_random_operations(redis_url: str, redis_p
                 }, step
         assert await memory.levels(["d"]) == await red.levels(["d"])
         assert await memory.held_keys("d") == await red.held_keys("d")
-    finally:
-        await client.aclose()
-
-
-@pytest.mark.redis
-async def test_batcher_loads_scripts_redis_does_not_know(redis_url: str) -> None:
-    """After a Redis restart no script is loaded; NOSCRIPT must never reach the caller."""
-    client = aioredis.Redis.from_url(redis_url)
-    batcher = Batcher(client)
-    source = f"return '{uuid.uuid4().hex}'"  # a script this Redis has never seen
-    digest = sha1(source)
-    batcher.sources[digest] = source
-    try:
-        replies = await asyncio.gather(*(batcher.call("EVALSHA", digest, 0) for _ in range(3)))
-        assert replies == [source.split("'")[1].encode()] * 3
     finally:
         await client.aclose()

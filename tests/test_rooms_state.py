@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from realtime.errors import ProtocolError
+from realtime.redis_client import connect
 from realtime.storage import Database, migrate
 from rooms.live import LiveRooms
 from rooms.live.memory_state import MemoryRoomState
@@ -23,6 +24,7 @@ from rooms.live.records import Verdict
 from rooms.live.redis_state import RedisRoomState
 from rooms.live.repository import RoomRepository
 from rooms.live.state import RoomState
+from tests.services import unique_prefix
 
 
 async def admit(
@@ -51,15 +53,26 @@ async def repository(tmp_path: Path) -> AsyncIterator[RoomRepository]:
         await db.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 async def setup(request: pytest.FixtureRequest, repository: RoomRepository) -> AsyncIterator[Setup]:
+    """Every room state in turn: in-process, one Redis, and a three-master Redis Cluster."""
     room = await repository.create("Spring drop", "host-1")
     if request.param == "memory":
         yield Setup(MemoryRoomState(repository.control, repository), repository, room.id)
         return
-    url: str = request.getfixturevalue("redis_url")
-    prefix: str = request.getfixturevalue("redis_prefix")
-    client = aioredis.Redis.from_url(url)
+    if request.param == "cluster":
+        url: str = request.getfixturevalue("redis_cluster").url
+        prefix = unique_prefix()  # the cluster is this session's own
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+    client = connect(url)
     try:
         state = RedisRoomState(repository.control, client, lambda tag, name: f"{prefix}{{{tag}}}:{name}")
         yield Setup(state, repository, room.id)

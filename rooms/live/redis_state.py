@@ -15,13 +15,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from realtime.errors import ProtocolError
+from realtime.redis_batch import Batcher, Command
+from realtime.redis_client import ERRORS, RedisClient
 
 from . import scripts
-from .batching import Batcher
 from .records import ALLOWED, Audience, RoomStatus, RoomView, Verdict
 from .state import ControlLoader, RoomState
 
@@ -33,23 +32,25 @@ KeyBuilder = Callable[[str, str], str]
 async def _redis_errors() -> AsyncIterator[None]:
     try:
         yield
-    except (RedisError, OSError) as exc:
+    except ERRORS as exc:
         raise ProtocolError("unavailable", f"room state unavailable: {type(exc).__name__}") from None
 
 
 class RedisRoomState(RoomState):
-    def __init__(self, loader: ControlLoader, redis: aioredis.Redis, key: KeyBuilder) -> None:
+    def __init__(self, loader: ControlLoader, redis: RedisClient, key: KeyBuilder) -> None:
         super().__init__(loader)
         self._redis = redis
         self._key = key
-        self._batch = Batcher(redis)
-        self._admit = redis.register_script(scripts.ADMIT)
-        self._load = redis.register_script(scripts.LOAD_CONTROL)
-        self._update = redis.register_script(scripts.UPDATE_CONTROL)
-        self._view = redis.register_script(scripts.VIEW)
-        self._presence = redis.register_script(scripts.PRESENCE)
-        self._drop = redis.register_script(scripts.DROP_COMMENT)
-        self._push = redis.register_script(scripts.PUSH_COMMENT)
+        # Every script call and counter update goes through the batcher: the calls of
+        # one loop turn share a round trip (one per node on a Redis Cluster).
+        self._batch = Batcher(redis, unavailable="room state unavailable")
+        self._admit = self._batch.script(scripts.ADMIT)
+        self._load = self._batch.script(scripts.LOAD_CONTROL)
+        self._update = self._batch.script(scripts.UPDATE_CONTROL)
+        self._view = self._batch.script(scripts.VIEW)
+        self._presence = self._batch.script(scripts.PRESENCE)
+        self._drop = self._batch.script(scripts.DROP_COMMENT)
+        self._push = self._batch.script(scripts.PUSH_COMMENT)
 
     def _k(self, room_id: str, name: str) -> str:
         return self._key(f"room:{room_id}", name)
@@ -64,8 +65,7 @@ class RedisRoomState(RoomState):
             fields += [f"m:{user_id}", until]
         for user_id in control.banned:
             fields += [f"b:{user_id}", 1]
-        async with _redis_errors():
-            await self._load(keys=[self._k(room_id, "ctl")], args=fields)
+        await self._batch.call(*self._load.command([self._k(room_id, "ctl")], fields))
 
     async def _with_control(
         self, room_id: str, call: Callable[[], Awaitable[Any]], missing: Callable[[Any], bool]
@@ -88,10 +88,11 @@ class RedisRoomState(RoomState):
         keys = [self._k(room_id, "ctl"), self._k(room_id, "posters")]
         args = [user_id, 1 if is_host else 0, rate_per_s, burst]
 
-        async def admit() -> Any:
-            return await self._batch.call(lambda pipe: self._admit(keys=keys, args=args, client=pipe))
-
-        verdict, wait_ms = await self._with_control(room_id, admit, lambda reply: reply[0] == b"load")
+        verdict, wait_ms = await self._with_control(
+            room_id,
+            lambda: self._batch.call(*self._admit.command(keys, args)),
+            lambda reply: reply[0] == b"load",
+        )
         if verdict == b"ok":
             return ALLOWED
         return Verdict(verdict.decode(), int(wait_ms))
@@ -112,7 +113,7 @@ class RedisRoomState(RoomState):
         args += list(deletes)
         key = self._k(room_id, "ctl")
         await self._with_control(
-            room_id, lambda: self._update(keys=[key], args=args), lambda applied: not applied
+            room_id, lambda: self._batch.call(*self._update.command([key], args)), lambda applied: not applied
         )
 
     async def set_status(self, room_id: str, status: RoomStatus) -> None:
@@ -144,7 +145,9 @@ class RedisRoomState(RoomState):
     async def view(self, room_id: str, comments: int) -> RoomView:
         keys = [self._k(room_id, name) for name in ("ctl", "likes", "recent", "pres", "presx")]
         reply = await self._with_control(
-            room_id, lambda: self._view(keys=keys, args=[comments]), lambda r: r[0] == b"load"
+            room_id,
+            lambda: self._batch.call(*self._view.command(keys, [comments])),
+            lambda r: r[0] == b"load",
         )
         _, status, pin, slow, likes, viewers, recent = reply
         entries = [orjson.loads(item.partition(b"\n")[2]) for item in recent]
@@ -161,23 +164,20 @@ class RedisRoomState(RoomState):
     async def push_comment(self, room_id: str, comment: Mapping[str, Any], keep: int) -> None:
         keys = [self._k(room_id, "recent"), self._k(room_id, "deleted")]
         entry = b"%d\n%s" % (int(comment["off"]), orjson.dumps(comment))
-        await self._batch.call(lambda pipe: self._push(keys=keys, args=[entry, keep], client=pipe))
+        await self._batch.call(*self._push.command(keys, [entry, keep]))
 
     async def drop_comment(self, room_id: str, off: int) -> None:
         keys = [self._k(room_id, "recent"), self._k(room_id, "deleted")]
-        async with _redis_errors():
-            await self._drop(keys=keys, args=[off])
+        await self._batch.call(*self._drop.command(keys, [off]))
 
     # --- aggregates ---------------------------------------------------------------
 
     async def add_likes(self, counts: Mapping[str, int]) -> dict[str, int]:
         if not counts:
             return {}
-        async with _redis_errors():
-            pipe = self._redis.pipeline(transaction=False)
-            for room_id, count in counts.items():
-                pipe.incrby(self._k(room_id, "likes"), count)
-            totals = await pipe.execute()
+        totals = await self._batch.call_many(
+            [("INCRBY", self._k(room_id, "likes"), count) for room_id, count in counts.items()]
+        )
         return {room_id: int(total) for room_id, total in zip(counts, totals, strict=True)}
 
     async def record_activity(
@@ -187,30 +187,28 @@ class RedisRoomState(RoomState):
         viewers: Mapping[str, Collection[str]],
         interacting: Mapping[str, Collection[str]],
     ) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for room_id, count in comments.items():
-            pipe.incrby(self._k(room_id, "comments"), count)
-        for room_id, users in viewers.items():
-            if users:
-                pipe.sadd(self._k(room_id, "seen"), *users)
-        for room_id, users in interacting.items():
-            if users:
-                pipe.sadd(self._k(room_id, "talk"), *users)
-        if len(pipe):
-            async with _redis_errors():
-                await pipe.execute()
+        commands: list[Command] = [
+            ("INCRBY", self._k(room_id, "comments"), count) for room_id, count in comments.items()
+        ]
+        for name, sets in (("seen", viewers), ("talk", interacting)):
+            commands += [("SADD", self._k(room_id, name), *users) for room_id, users in sets.items() if users]
+        if commands:
+            await self._batch.call_many(commands)
 
     async def report_presence(
         self, process: str, counts: Mapping[str, int], *, ttl_ms: int, interval_ms: int
     ) -> dict[str, int]:
         if not counts:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for room_id, count in counts.items():
-            keys = [self._k(room_id, name) for name in ("pres", "presx", "vstat")]
-            await self._presence(keys=keys, args=[process, count, ttl_ms, interval_ms], client=pipe)
-        async with _redis_errors():
-            replies = await pipe.execute()
+        replies = await self._batch.call_many(
+            [
+                self._presence.command(
+                    [self._k(room_id, name) for name in ("pres", "presx", "vstat")],
+                    [process, count, ttl_ms, interval_ms],
+                )
+                for room_id, count in counts.items()
+            ]
+        )
         return {
             room_id: int(total)
             for room_id, (announce, total) in zip(counts, replies, strict=True)
@@ -218,14 +216,15 @@ class RedisRoomState(RoomState):
         }
 
     async def audience(self, room_id: str) -> Audience:
-        async with _redis_errors():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hget(self._k(room_id, "vstat"), "peak")
-            pipe.smembers(self._k(room_id, "seen"))
-            pipe.smembers(self._k(room_id, "talk"))
-            pipe.get(self._k(room_id, "comments"))
-            pipe.get(self._k(room_id, "likes"))
-            peak, seen, talk, comments, likes = await pipe.execute()
+        peak, seen, talk, comments, likes = await self._batch.call_many(
+            [
+                ("HGET", self._k(room_id, "vstat"), "peak"),
+                ("SMEMBERS", self._k(room_id, "seen")),
+                ("SMEMBERS", self._k(room_id, "talk")),
+                ("GET", self._k(room_id, "comments")),
+                ("GET", self._k(room_id, "likes")),
+            ]
+        )
         return Audience(
             peak_viewers=int(peak or 0),
             viewer_ids=frozenset(user.decode() for user in seen),

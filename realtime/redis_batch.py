@@ -1,0 +1,258 @@
+"""Redis commands of one event-loop turn, sent together: one round trip per Redis node.
+
+A round trip through redis-py costs far more CPU than a small command, so callers queue
+what they send in one loop turn and it goes as one pipeline. On one server that is one
+pipeline. On a Redis Cluster the commands are grouped by the node that owns their first
+key (the slot map is redis-py's) and each group goes as a pipeline on that node's own
+connections, all side by side: a node that is down or restarting fails its own commands
+and no others. A command whose slot moved is sent again through redis-py's cluster
+pipeline, which follows the redirection. (That pipeline is not used for everything: it
+refuses ``Script`` objects, and after one node's failure it drops every node's
+connections.)
+
+Scripts travel as ``EVALSHA``. A node that does not know one (it restarted empty, or
+``SCRIPT FLUSH``) answers NOSCRIPT; the script is then loaded on that node and the
+commands it refused are sent again, so NOSCRIPT never reaches a caller. Every key a
+script names must share one hash tag, so the script runs on one node, atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.exceptions import (
+    AskError,
+    MaxConnectionsError,
+    NoScriptError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import ProtocolError
+from .redis_client import ERRORS, RedisClient
+
+log = logging.getLogger("livemart.redis")
+
+#: One Redis command as its words: ``("INCRBY", key, 3)``.
+Command = tuple[Any, ...]
+
+#: Least time between two reads of the cluster's slot map after connection failures.
+MAP_REFRESH_S = 1.0
+
+
+class Script:
+    """A Lua script, sent by its SHA1."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def command(self, keys: Sequence[str], args: Sequence[Any] = ()) -> Command:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+class Batcher:
+    """Sends every command queued in one event-loop turn with one :meth:`execute`.
+
+    Each caller gets its own result; a command that met a Redis failure raises
+    ``ProtocolError("unavailable")`` with ``unavailable`` as its message.
+    """
+
+    def __init__(self, redis: RedisClient, *, unavailable: str = "redis unavailable") -> None:
+        self._redis = redis
+        self._unavailable = unavailable
+        self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._scheduled = False
+        #: Script sources by SHA1, to load one that a node forgot.
+        self.sources: dict[str, str] = {}
+        #: When the cluster's slot map was last re-read after a failure (monotonic s).
+        self._map_read_at = 0.0
+
+    def script(self, source: str) -> Script:
+        """A script this batcher can run (and reload where it is missing)."""
+        script = Script(source)
+        self.sources[script.sha] = source
+        return script
+
+    async def call(self, *command: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((command, future))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
+        return await future
+
+    async def call_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Several commands in the same batch; raises if any one failed."""
+        return list(await asyncio.gather(*(self.call(*command) for command in commands)))
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Run ``commands`` now: each one's result in order, or the exception it met."""
+        if isinstance(self._redis, RedisCluster):
+            return await self._on_cluster(self._redis, commands)
+        redis = self._redis
+        return await self._reloading(commands, lambda part: _pipeline(redis, part), redis.script_load)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        batch, self._queue = self._queue, []
+        asyncio.ensure_future(self._send(batch)).add_done_callback(_log_failure)
+
+    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self.execute([command for command, _ in batch])
+        except Exception as exc:  # whatever broke, no caller may wait forever
+            results = [exc] * len(batch)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            log.warning(
+                "%s: %d of %d commands failed (%r)", self._unavailable, len(failed), len(batch), failed[0]
+            )
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(ProtocolError("unavailable", self._unavailable))
+            else:
+                future.set_result(result)
+
+    async def _reloading(
+        self,
+        commands: Sequence[Command],
+        send: Callable[[Sequence[Command]], Awaitable[list[Any]]],
+        load: Callable[[str], Awaitable[Any]],
+    ) -> list[Any]:
+        """``send`` the commands; load the scripts a node lacked and send those commands again."""
+        results = await send(commands)
+        missing = [
+            i
+            for i, r in enumerate(results)
+            if isinstance(r, NoScriptError) and commands[i][1] in self.sources
+        ]
+        if not missing:
+            return results
+        try:
+            for sha in {commands[i][1] for i in missing}:
+                await load(self.sources[sha])
+        except ERRORS as exc:
+            for i in missing:
+                results[i] = exc
+            return results
+        again = await send([commands[i] for i in missing])
+        for i, result in zip(missing, again, strict=True):
+            results[i] = result
+        return results
+
+    # --- Redis Cluster ------------------------------------------------------------
+
+    async def _on_cluster(self, redis: RedisCluster, commands: Sequence[Command]) -> list[Any]:
+        try:
+            await redis.initialize()  # no-op once the slot map is known
+        except ERRORS as exc:
+            return [exc] * len(commands)
+        groups: dict[str, tuple[ClusterNode | None, list[int]]] = {}
+        for i, command in enumerate(commands):
+            node = _node_of(redis, command)
+            groups.setdefault("" if node is None else node.name, (node, []))[1].append(i)
+        results: list[Any] = [None] * len(commands)
+
+        async def send_group(node: ClusterNode | None, indexes: list[int]) -> None:
+            part = [commands[i] for i in indexes]
+            if node is None:  # not routable from the map: redis-py's pipeline finds the way
+                replies = await self._reloading(part, lambda some: _pipeline(redis, some), redis.script_load)
+            else:
+                replies = await self._reloading(
+                    part,
+                    lambda some: self._on_node(redis, node, some),
+                    lambda source: redis.execute_command("SCRIPT LOAD", source, target_nodes=node),
+                )
+            for i, reply in zip(indexes, replies, strict=True):
+                results[i] = reply
+
+        await asyncio.gather(*(send_group(node, indexes) for node, indexes in groups.values()))
+        return results
+
+    async def _on_node(
+        self, redis: RedisCluster, node: ClusterNode, commands: Sequence[Command]
+    ) -> list[Any]:
+        """One pipeline on one node's own connections.
+
+        Unlike redis-py's cluster pipeline, a node that fails here does not make the
+        client drop every other node's connections, so the other shards carry on.
+        """
+        stack = [PipelineCommand(i, *command) for i, command in enumerate(commands)]
+        try:
+            await node.execute_pipeline(stack)
+        except ERRORS as exc:  # nothing was sent
+            for command in stack:
+                command.result = exc
+        results = [command.result for command in stack]
+        if any(_broken(r) for r in results):
+            await self._lost(redis, node)
+        moved = [i for i, r in enumerate(results) if isinstance(r, (AskError, TryAgainError))]
+        if moved:  # the slot moved (resharding, failover): follow it, and learn the new map
+            again = await self._reloading(
+                [commands[i] for i in moved], lambda some: _pipeline(redis, some), redis.script_load
+            )
+            for i, result in zip(moved, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _lost(self, redis: RedisCluster, node: ClusterNode) -> None:
+        """A node broke a connection: its idle ones are stale too (it may have restarted),
+        and its slots may have moved to a replica. Re-read the map at most once a second."""
+        await node.disconnect_free_connections()
+        now = time.monotonic()
+        if now - self._map_read_at < MAP_REFRESH_S:
+            return
+        self._map_read_at = now
+        try:
+            await redis.nodes_manager.initialize()
+        except ERRORS as exc:
+            log.warning("redis cluster slot map not refreshed: %r", exc)
+
+
+async def _pipeline(redis: RedisClient, commands: Sequence[Command]) -> list[Any]:
+    pipe = redis.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    try:
+        return list(await pipe.execute(raise_on_error=False))
+    except ERRORS as exc:
+        return [exc] * len(commands)
+
+
+def _node_of(redis: RedisCluster, command: Command) -> ClusterNode | None:
+    """The node owning the command's first key; None if the slot map does not say."""
+    if command[0] in ("EVALSHA", "EVAL"):
+        if int(command[2]) == 0:
+            return None
+        key = command[3]
+    else:
+        key = command[1]
+    try:
+        return redis.get_node_from_key(key)
+    except SlotNotCoveredError:
+        return None
+
+
+def _broken(result: Any) -> bool:
+    """Whether ``result`` says the connection to the node failed (not a full pool)."""
+    return isinstance(result, (RedisConnectionError, RedisTimeoutError, OSError)) and not isinstance(
+        result, MaxConnectionsError
+    )
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("redis batch failed", exc_info=task.exception())
