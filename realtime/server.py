@@ -20,7 +20,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -34,7 +33,7 @@ from starlette.routing import BaseRoute, Route
 from . import redis_client
 from .auth import TokenAuthority
 from .broker import Broker, MemoryBroker
-from .config import ConfigError, Settings
+from .config import Settings
 from .errors import CloseCode, ProtocolError
 from .gateway import Gateway
 from .http import (
@@ -48,6 +47,7 @@ from .http import (
 from .metrics import Metrics
 from .node import Node
 from .redis_broker import RedisBroker
+from .redis_client import RedisClient
 from .storage import Database, migrate
 
 log = logging.getLogger("livemart")
@@ -86,16 +86,12 @@ class Core:
         self.node = Node(self.broker, self.metrics, settings)
         self.gateway = Gateway(self.node, self.tokens, settings, self.metrics)
         self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
-        #: Shared Redis client for domain state (counters, presence, stock); None when embedded.
-        self.redis: aioredis.Redis | None = None
+        #: Shared Redis (or Redis Cluster) client for domain state (counters, presence,
+        #: stock); None when embedded. Domains keep each room's or sale's keys under one
+        #: hash tag (``redis_key``) so their scripts run on one cluster node.
+        self.redis: RedisClient | None = None
         if settings.redis_url is not None:
-            client = redis_client.connect(settings.redis_url)
-            if not isinstance(client, aioredis.Redis):
-                raise ConfigError(
-                    "REDIS_URL names a Redis Cluster; the broker supports it, the room and "
-                    "sale state do not yet (see docs/operations.md)"
-                )
-            self.redis = client
+            self.redis = redis_client.connect(settings.redis_url)
         self._background: list[asyncio.Task[None]] = []
 
     def redis_key(self, tag: str, name: str) -> str:
