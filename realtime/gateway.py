@@ -2,7 +2,8 @@
 
 uvicorn serves HTTP and, on an upgrade request, hands the raw socket to
 :class:`Connection` (passed to uvicorn as its ``ws`` protocol class). The handshake
-and incoming frames are parsed by websockets' Sans-I/O :class:`ServerProtocol`;
+and every frame but plain commands are parsed by websockets' Sans-I/O
+:class:`ServerProtocol` (commands are cut out by :mod:`.framing`);
 outgoing pushes bypass it: the hub writes pre-framed bytes through
 :meth:`Connection.send`, the single write path that owns the bounded buffer and the
 slow-client cut. There is no task per connection: a command whose handler answers at
@@ -33,6 +34,7 @@ from .codec import BY_NAME, JSON, Codec
 from .commands import Command, CommandError, parse_command
 from .config import Settings
 from .errors import CloseCode, ProtocolError
+from .framing import FrameSplitter
 from .metrics import Metrics
 from .node import Node, Reply
 from .ratelimit import TokenBucket
@@ -107,6 +109,11 @@ class Connection(asyncio.Protocol):
         self._open = False
         self._closing = False
         self._fragments: list[bytes] | None = None
+        #: Splits frames once the handshake is done; None before, and after a frame
+        #: only websockets may handle (then it parses the rest of the stream).
+        self._frames: FrameSplitter | None = None
+        #: The last bytes of the request so far, to find its end across reads.
+        self._head_tail = b""
         #: Commands waiting for the worker, with their arrival times.
         self._inbox: deque[tuple[Command, float]] = deque()
         self._worker: asyncio.Task[None] | None = None
@@ -128,6 +135,42 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = asyncio.get_running_loop().time()
+        if self._frames is not None:
+            self._frames_received(data)
+            return
+        if not self._open and not self._closing:
+            # The request's end: what follows it is frames, to be split from the start.
+            joined = self._head_tail + data
+            end = joined.find(b"\r\n\r\n")
+            if end >= 0:
+                cut = end + 4 - len(self._head_tail)
+                self._to_protocol(data[:cut])
+                if self._open and not self._closing:
+                    limit = self.gateway.settings.max_frame_bytes
+                    self._frames = FrameSplitter(self.codec.opcode.value, limit)
+                    if cut < len(data):
+                        self._frames_received(data[cut:])
+                    return
+                data = data[cut:]
+            else:
+                self._head_tail = joined[-3:]
+        self._to_protocol(data)
+
+    def _frames_received(self, data: bytes) -> None:
+        frames = self._frames
+        assert frames is not None
+        for chunk, is_message in frames.feed(data, messages=self._fragments is None):
+            if self._closing:
+                self._to_protocol(chunk)
+            elif is_message:
+                self._on_message(chunk)
+            else:
+                self._to_protocol(chunk)
+        if frames.stopped or self._closing:
+            self._frames = None  # from here on websockets sees the whole stream
+
+    def _to_protocol(self, data: bytes) -> None:
+        """Let websockets parse ``data``: the handshake, and frames it must judge."""
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Request):
