@@ -16,8 +16,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +70,35 @@ def result_of(stdout: str) -> dict[str, Any]:
     return result
 
 
-def command(args: Sequence[str], *, timeout_s: float) -> dict[str, Any]:
-    """Run `wsdrive command ARGS...` to the end; progress goes to this process's stderr."""
-    done = subprocess.run(
-        [str(build()), "command", *args], stdout=subprocess.PIPE, text=True, timeout=timeout_s, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"wsdrive exited with {done.returncode}")
-    return result_of(done.stdout)
+def command(
+    args: Sequence[str],
+    *,
+    pinned: Sequence[str] = (),
+    timeout_s: float,
+    on_ready: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Run `wsdrive command ARGS...` to the end, behind `pinned` (e.g. `taskset -c 1`).
+
+    Its progress is copied to this process's stderr; `on_ready` runs when every connection
+    is open, just before sending starts (to read a server's CPU over the run alone).
+    """
+    with subprocess.Popen(
+        [*pinned, str(build()), "command", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stderr:
+                sys.stderr.write(line)
+                if line.startswith(READY):
+                    on_ready()
+            stdout = proc.stdout.read()
+        finally:
+            timer.cancel()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wsdrive exited with {proc.returncode}")
+    return result_of(stdout)
 
 
 class Listener:

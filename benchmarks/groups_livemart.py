@@ -1,0 +1,143 @@
+"""Durable group messages per second on one livemart process, sent by the native driver.
+
+Starts `livemart serve` pinned to one core (a throwaway PostgreSQL database by default, or
+``--database sqlite``; Redis under a prefix of its own unless ``--no-redis``), creates G
+groups of M members over HTTP (member 0 owns the group and invites, the others join by
+the invite), then runs wsdrive (benchmarks/native) on the other core: one connection per
+member, each subscribed to its group, sending `group.send` to it at R messages/s in all,
+round-robin over the members, open loop. The ack is the `{seq}` reply, which the server
+sends only once the message is durable, so acks per second are durable messages per
+second; ack latency runs from each message's due time.
+
+Each message carries a latency marker, so the pushes every member receives are counted
+too (each acknowledged message is owed to the group's M subscribed members). Afterwards
+SQL must hold exactly one row per acknowledged message of the run.
+
+    python benchmarks/groups_livemart.py --groups 1000 --members 2 --rate 5000 --duration 10
+    python benchmarks/groups_livemart.py --database sqlite --groups 1000 --rate 1000 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import native
+from flashsale_livemart import SECRET, CpuMeter, Serving, pinned, serving
+
+from loadtest.tokens import mint
+
+TOKEN_TTL_S = 3600
+SETUP_CONCURRENCY = 32
+"""HTTP requests in flight while the groups are made."""
+SEND = (
+    '{"id":%ID%,"op":"group.send","group":"%ARG%","text":"[lt:m:%DUE%] message %SEQ%",'
+    '"client_msg_id":"%KEY%"}'
+)
+"""`%KEY%` is the run's prefix and the message's number: the rows of this run in SQL."""
+SUBSCRIBE = '{"id":%ID%,"op":"subscribe","ch":"group:%ARG%"}'
+
+
+async def make_groups(url: str, run: str, groups: int, members: int) -> list[tuple[str, str]]:
+    """(token, group id) per connection; connection i is member i // groups of group i % groups,
+    so consecutive sends go to different groups."""
+    tokens = [
+        [mint(SECRET, f"gr-{run}-{g}-{m}", f"member {g}.{m}", TOKEN_TTL_S) for m in range(members)]
+        for g in range(groups)
+    ]
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as api:
+
+        async def post(path: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+            async with gate:
+                response = await api.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"POST {path} -> {response.status_code} {response.text[:200]}")
+            reply: dict[str, Any] = response.json()
+            return reply
+
+        async def group(g: int) -> str:
+            owner = tokens[g][0]
+            group_id = str((await post("/api/groups", owner, {"name": f"bench {run} {g}"}))["id"])
+            code = (await post(f"/api/groups/{group_id}/invites", owner, {}))["code"]
+            for token in tokens[g][1:]:
+                await post("/api/groups/join", token, {"code": code})
+            return group_id
+
+        ids = await asyncio.gather(*(group(g) for g in range(groups)))
+    return [(tokens[i % groups][i // groups], ids[i % groups]) for i in range(groups * members)]
+
+
+def run_point(args: argparse.Namespace, server: Serving) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    connections = asyncio.run(make_groups(server.url, run, args.groups, args.members))
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens, groups = Path(tmp) / "tokens", Path(tmp) / "groups"
+        tokens.write_text("".join(token + "\n" for token, _ in connections))
+        groups.write_text("".join(group + "\n" for _, group in connections))
+        meter = CpuMeter(server)
+        result = native.command(
+            [
+                "--url", server.url.replace("http://", "ws://") + "/ws", "--conns", str(len(connections)),
+                "--tokens", str(tokens), "--args", str(groups), "--key-prefix", run,
+                "--setup", SUBSCRIBE, "--template", SEND,
+                "--rate", str(args.rate), "--duration", str(args.duration), "--drain", str(args.drain),
+            ],
+            pinned=pinned(args.generator_core, []),
+            timeout_s=args.duration + args.drain + 300,
+            on_ready=meter.mark,
+        )  # fmt: skip
+        result["server_cpu_s"], result["server_cpu"] = meter.read()
+    acked = result["outcomes"].get("ok", 0)
+    (rows,) = server.fetch("SELECT count(*) FROM group_messages WHERE client_msg_id LIKE $1", f"{run}-%")[0]
+    expected = acked * args.members if result["connections"]["failed"] == 0 else None
+    result.update(
+        groups=args.groups,
+        members=args.members,
+        durable_per_s=round(acked / result["duration_s"], 1) if result["duration_s"] else None,
+        server_cpu_us_per_message=round(result["server_cpu_s"] / acked * 1e6, 1) if acked else None,
+        deliveries_expected=expected,
+        delivery_ratio=round(result["lanes"]["message"] / expected, 4) if expected else None,
+        checks={"acked": acked, "rows": rows, "ok": rows == acked},
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=1000)
+    parser.add_argument("--members", type=int, default=2, help="members per group, one connection each")
+    parser.add_argument("--rate", type=float, default=1000, help="group.send per second, all groups together")
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--drain", type=float, default=5, help="seconds to wait for late acks")
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--no-redis", action="store_true", help="in-process broker instead of Redis")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--generator-core", type=int, default=1)
+    args = parser.parse_args()
+    if args.members < 1 or args.groups < 1:
+        parser.error("--groups and --members must be at least 1")
+    native.build()
+    with serving(
+        postgres=args.database == "postgres",
+        redis_url=None if args.no_redis else args.redis_url,
+        admin_dsn=args.admin_dsn,
+        core=args.server_core,
+    ) as server:
+        result = run_point(args, server)
+    result["backend"] = server.backend
+    result["load_average"] = os.getloadavg()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
