@@ -89,6 +89,7 @@ def run_point(args: argparse.Namespace, server: Serving) -> dict[str, Any]:
                 "--tokens", str(tokens), "--args", str(groups), "--key-prefix", run,
                 "--setup", SUBSCRIBE, "--template", SEND,
                 "--rate", str(args.rate), "--duration", str(args.duration), "--drain", str(args.drain),
+                "--markers-per-ok", str(args.members),
             ],
             pinned=pinned(args.generator_core, []),
             timeout_s=args.duration + args.drain + 300,
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=2, help="members per group, one connection each")
     parser.add_argument("--rate", type=float, default=1000, help="group.send per second, all groups together")
     parser.add_argument("--duration", type=float, default=10)
-    parser.add_argument("--drain", type=float, default=5, help="seconds to wait for late acks")
+    parser.add_argument("--drain", type=float, default=5, help="seconds to wait for late acks and pushes")
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--no-redis", action="store_true", help="in-process broker instead of Redis")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")

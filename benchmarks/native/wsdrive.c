@@ -26,7 +26,14 @@
  * omission). Placeholders in templates: %ID% (command id, rising per connection), %SEQ%
  * (k for scheduled commands; a global counter for setup ones), %CONN% (connection
  * index), %KEY% (prefix-SEQ, a unique idempotency key), %ARG% (line i of --args),
- * %DUE% (due time, microseconds since the epoch, for markers).
+ * %DUE% (due time, microseconds since the epoch, for markers). Markers in the pushes
+ * these connections receive are counted as in listen mode (`delivery_latency_ms`); with
+ * --markers-per-ok M the drain also waits for M of them per ok reply (a group message
+ * owed to M subscribed members).
+ *
+ * Once running, the loop wakes once per --tick-ms (1 ms) and then reads everything ready
+ * and fires everything due: on loopback a wake-up per reply cost more than the reply.
+ * Latencies include up to a tick of that (measured; see send_lag_ms).
  *
  * Output: one JSON line on stdout; progress on stderr once a second.
  *
@@ -228,7 +235,7 @@ static struct {
     tmpl_t command;
     int has_command;
     double rate, duration, drain, tick_ms;
-    long long every, expect;
+    long long every, expect, per_ok;
     int control;
     const char *ok_file;
 } opt;
@@ -280,7 +287,8 @@ static void usage(void) {
           "  --drain S       time for late deliveries or replies (5)\n"
           "  --tick-ms T     once running, wake at most every T ms (1; 0: at every event)\n"
           "  listen:  --every n (sample every n-th marker, 1), --expect TOTAL, --control\n"
-          "  command: --template T, --rate R, --ok-file FILE, --key-prefix P\n",
+          "  command: --template T, --rate R, --ok-file FILE, --key-prefix P,\n"
+          "           --markers-per-ok M (drain until each ok reply's M pushes arrived too)\n",
           stderr);
     exit(2);
 }
@@ -321,6 +329,7 @@ static void parse_args(int argc, char **argv) {
         else if (strcmp(a, "--every") == 0) opt.every = atoll(v);
         else if (strcmp(a, "--tick-ms") == 0) opt.tick_ms = atof(v);
         else if (strcmp(a, "--expect") == 0) opt.expect = atoll(v);
+        else if (strcmp(a, "--markers-per-ok") == 0) opt.per_ok = atoll(v);
         else if (strcmp(a, "--ok-file") == 0) opt.ok_file = v;
         else if (strcmp(a, "--key-prefix") == 0) snprintf(key_prefix, sizeof key_prefix, "%s", v);
         else die("unknown option %s", a);
@@ -363,7 +372,9 @@ static volatile sig_atomic_t interrupted;
 static struct {
     int opening, waiting, connected, failed, retried, stopping;
     long long markers[3], total, frames, pushes, bytes_in;
-    long long sent, replied, seq;
+    long long sent, replied, ok, seq;
+    long long in_flight;        /* sent, not replied, connection still open */
+    long long orphaned;         /* sent, not replied, connection closed */
     int64_t first_delivery, last_delivery, last_reply;
     int first_waiting;          /* no connection below this index is waiting to open */
     vec_t latency, ack, lag;    /* markers' delivery latency; replies' (command mode); send lag */
@@ -422,6 +433,9 @@ static void lost(conn_t *c, int code) {
         snprintf(name, sizeof name, "closed_%d", code);
         tally(&st.errors, name);
     }
+    st.in_flight -= c->pending;
+    st.orphaned += c->pending;
+    c->pending = 0;
     drop(c);
     c->st = ST_CLOSED;
 }
@@ -580,8 +594,10 @@ static void on_command_reply(conn_t *c, long long id, const char *code, size_t c
     c->due.v[i] = -1;
     st.last_reply = now;
     c->pending--;
+    st.in_flight--;
     st.replied++;
     if (code == NULL) {
+        st.ok++;
         tally(&st.outcomes, "ok");
         if (ok_out) {
             fwrite(p, 1, n, ok_out);
@@ -781,15 +797,10 @@ static void fire(long long k, int64_t start, conn_t **ready, int nready) {
     tmpl_expand(&opt.command, &v, &scratch);
     vec_push(&c->due, due);
     c->pending++;
+    st.in_flight++;
     st.sent++;
     vec_push(&st.lag, now_us() - due);
     send_frame(c, 0x1, scratch.p, scratch.len);
-}
-
-static long long in_flight(void) {
-    long long n = 0;
-    for (int i = 0; i < opt.conns; i++) n += conns[i].pending;
-    return n;
 }
 
 static void ping_quiet(double now) {
@@ -959,7 +970,7 @@ int main(int argc, char **argv) {
                 phase = DRAINING;
             }
         }
-        if (phase == DRAINING && in_flight() == 0) phase = DONE;
+        if (phase == DRAINING && st.in_flight == 0 && st.total >= st.ok * opt.per_ok) phase = DONE;
         if (phase == RUNNING && opt.mode == LISTEN && opt.expect > 0 && st.total >= opt.expect) phase = DONE;
         if (phase != OPENING && now >= end) phase = DONE;
         if (phase == DONE) break;
@@ -969,7 +980,7 @@ int main(int argc, char **argv) {
             ping_quiet(now);
             if (opt.mode == COMMAND)
                 fprintf(stderr, "wsdrive: %.0f s open=%d ready=%d sent=%lld replied=%lld in_flight=%lld\n",
-                        now - began, st.opening, st.connected, st.sent, st.replied, in_flight());
+                        now - began, st.opening, st.connected, st.sent, st.replied, st.in_flight);
             else
                 fprintf(stderr, "wsdrive: %.0f s open=%d ready=%d received=%lld\n", now - began, st.opening,
                         st.connected, st.total);
@@ -1007,6 +1018,7 @@ int main(int argc, char **argv) {
     }
 
     double finished = now_s(), cpu_end = cpu_s();
+    long long timed_out = st.in_flight, orphaned = st.orphaned;
     st.stopping = 1;
     for (int i = 0; i < opt.conns; i++) {
         conn_t *c = &conns[i];
@@ -1018,7 +1030,6 @@ int main(int argc, char **argv) {
         drop(c);
     }
     if (ok_out) fclose(ok_out);
-    long long timed_out = opt.mode == COMMAND ? in_flight() : 0;
 
     printf("{\"mode\":\"%s\",\"url\":\"ws://%s:%s\"", opt.mode == COMMAND ? "command" : "listen", opt.host,
            opt.port);
@@ -1041,6 +1052,7 @@ int main(int argc, char **argv) {
         double send_s = sent_at ? sent_at - (double)start / 1e6 : 0;
         printf(",\"rate\":%.3f,\"scheduled\":%lld,\"sent\":%lld,\"replied\":%lld,\"timed_out\":%lld", opt.rate,
                total, st.sent, st.replied, timed_out);
+        printf(",\"unanswered_closed\":%lld", orphaned);
         /* Over the send window, or until the last reply when replies trail behind. */
         double trail = (double)(st.last_reply - start) / 1e6, window = trail > send_s ? trail : send_s;
         printf(",\"duration_s\":%.3f,\"replied_per_s\":%.1f,", send_s, window > 0 ? st.replied / window : 0.0);
