@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -190,7 +191,12 @@ def serving(
     log = (workdir / "server.log").open("wb")
     server = subprocess.Popen(pinned(core, serve), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_ready(url, server)
+        try:
+            wait_ready(url, server)
+        except RuntimeError as exc:
+            log.flush()
+            tail = (workdir / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; server log:\n{tail}") from None
         backend = ("redis+" if redis_url else "") + ("postgresql" if postgres else "sqlite")
         # taskset execs the server, so the pid is the server's own.
         yield Serving(url, psutil.Process(server.pid), backend, env, pg_dsn, sqlite_path)
@@ -201,6 +207,7 @@ def serving(
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
         if postgres:
             asyncio.run(drop_database(admin_dsn, database))
         if redis_url is not None:
