@@ -19,6 +19,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -168,6 +170,10 @@ class RedisBroker(Broker):
                 ssl=bool(kwargs.get("ssl")),
                 socket_connect_timeout=2,
                 health_check_interval=10,
+                # redis-py would reconnect and re-subscribe by itself; a shard that
+                # restarted empty within its retries would then go unnoticed and
+                # nobody would recover the gap. A lost link must reach _read_loop.
+                retry=Retry(NoBackoff(), 0),
             )
             link = self._add_link(node.name, client)
         return link
