@@ -44,6 +44,9 @@ log = logging.getLogger("livemart.redis")
 #: One Redis command as its words: ``("INCRBY", key, 3)``.
 Command = tuple[Any, ...]
 
+#: A queued command and the future its caller awaits.
+Call = tuple[Command, asyncio.Future[Any]]
+
 #: Least time between two reads of the cluster's slot map after connection failures.
 MAP_REFRESH_S = 1.0
 
@@ -62,7 +65,7 @@ class Script:
 
 
 class Batcher:
-    """Sends every command queued in one event-loop turn with one :meth:`execute`.
+    """Sends every command queued in one event-loop turn together (see the module doc).
 
     Each caller gets its own result; a command that met a Redis failure raises
     ``ProtocolError("unavailable")`` with ``unavailable`` as its message.
@@ -71,7 +74,7 @@ class Batcher:
     def __init__(self, redis: RedisClient, *, unavailable: str = "redis unavailable") -> None:
         self._redis = redis
         self._unavailable = unavailable
-        self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._queue: list[Call] = []
         self._scheduled = False
         #: Script sources by SHA1, to load one that a node forgot.
         self.sources: dict[str, str] = {}
@@ -96,29 +99,58 @@ class Batcher:
         """Several commands in the same batch; raises if any one failed."""
         return list(await asyncio.gather(*(self.call(*command) for command in commands)))
 
-    async def execute(self, commands: Sequence[Command]) -> list[Any]:
-        """Run ``commands`` now: each one's result in order, or the exception it met."""
-        if isinstance(self._redis, RedisCluster):
-            return await self._on_cluster(self._redis, commands)
-        redis = self._redis
-        return await self._reloading(commands, lambda part: _pipeline(redis, part), redis.script_load)
-
     def _start(self) -> None:
         self._scheduled = False
         batch, self._queue = self._queue, []
         asyncio.ensure_future(self._send(batch)).add_done_callback(_log_failure)
 
-    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[Call]) -> None:
+        redis = self._redis
+        if not isinstance(redis, RedisCluster):
+            await self._answer(batch, lambda part: _pipeline(redis, part), redis.script_load)
+            return
         try:
-            results = await self.execute([command for command, _ in batch])
+            await redis.initialize()  # no-op once the slot map is known
+        except ERRORS as exc:
+            self._settle(batch, [exc] * len(batch))
+            return
+        groups: dict[str, tuple[ClusterNode | None, list[Call]]] = {}
+        for call in batch:
+            node = _node_of(redis, call[0])
+            groups.setdefault("" if node is None else node.name, (node, []))[1].append(call)
+        # Each node's callers are answered as soon as that node is done: a slow or
+        # failing node holds up no other node's callers.
+        await asyncio.gather(*(self._send_to(redis, node, calls) for node, calls in groups.values()))
+
+    async def _send_to(self, redis: RedisCluster, node: ClusterNode | None, calls: list[Call]) -> None:
+        if node is None:  # not routable from the map: redis-py's pipeline finds the way
+            await self._answer(calls, lambda part: _pipeline(redis, part), redis.script_load)
+        else:
+            await self._answer(
+                calls,
+                lambda part: self._on_node(redis, node, part),
+                lambda source: redis.execute_command("SCRIPT LOAD", source, target_nodes=node),
+            )
+
+    async def _answer(
+        self,
+        calls: list[Call],
+        send: Callable[[Sequence[Command]], Awaitable[list[Any]]],
+        load: Callable[[str], Awaitable[Any]],
+    ) -> None:
+        try:
+            results = await self._reloading([command for command, _ in calls], send, load)
         except Exception as exc:  # whatever broke, no caller may wait forever
-            results = [exc] * len(batch)
+            results = [exc] * len(calls)
+        self._settle(calls, results)
+
+    def _settle(self, calls: list[Call], results: list[Any]) -> None:
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             log.warning(
-                "%s: %d of %d commands failed (%r)", self._unavailable, len(failed), len(batch), failed[0]
+                "%s: %d of %d commands failed (%r)", self._unavailable, len(failed), len(calls), failed[0]
             )
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(calls, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
@@ -154,33 +186,6 @@ class Batcher:
         return results
 
     # --- Redis Cluster ------------------------------------------------------------
-
-    async def _on_cluster(self, redis: RedisCluster, commands: Sequence[Command]) -> list[Any]:
-        try:
-            await redis.initialize()  # no-op once the slot map is known
-        except ERRORS as exc:
-            return [exc] * len(commands)
-        groups: dict[str, tuple[ClusterNode | None, list[int]]] = {}
-        for i, command in enumerate(commands):
-            node = _node_of(redis, command)
-            groups.setdefault("" if node is None else node.name, (node, []))[1].append(i)
-        results: list[Any] = [None] * len(commands)
-
-        async def send_group(node: ClusterNode | None, indexes: list[int]) -> None:
-            part = [commands[i] for i in indexes]
-            if node is None:  # not routable from the map: redis-py's pipeline finds the way
-                replies = await self._reloading(part, lambda some: _pipeline(redis, some), redis.script_load)
-            else:
-                replies = await self._reloading(
-                    part,
-                    lambda some: self._on_node(redis, node, some),
-                    lambda source: redis.execute_command("SCRIPT LOAD", source, target_nodes=node),
-                )
-            for i, reply in zip(indexes, replies, strict=True):
-                results[i] = reply
-
-        await asyncio.gather(*(send_group(node, indexes) for node, indexes in groups.values()))
-        return results
 
     async def _on_node(
         self, redis: RedisCluster, node: ClusterNode, commands: Sequence[Command]
