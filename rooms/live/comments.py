@@ -7,6 +7,7 @@ the host's comments travel on the priority lane and reach everyone.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 
@@ -21,6 +22,8 @@ from .records import Verdict
 from .rules import CommentRules
 from .settings import RoomSettings
 from .state import RoomState
+
+log = logging.getLogger("livemart.rooms")
 
 
 def refusal_error(verdict: Verdict) -> ProtocolError:
@@ -95,7 +98,13 @@ class CommentPoster:
         self._metrics.comments.labels("published").inc()
         self._activity.comment(room_id, user_id)
         # In the snapshot's list before the author hears back (one batched Redis call).
-        await self._state.push_comment(
-            room_id, {"off": position.offset, **comment}, keep=self._settings.snapshot_comments
-        )
+        # The comment is out either way: a failure here must not tell the author to
+        # retry, or the retry would publish it twice. It only misses late joiners'
+        # snapshots (history still has it).
+        try:
+            await self._state.push_comment(
+                room_id, {"off": position.offset, **comment}, keep=self._settings.snapshot_comments
+            )
+        except ProtocolError as exc:
+            log.warning("comment %d in room %s left out of the snapshot: %s", position.offset, room_id, exc)
         return position.offset
