@@ -1,8 +1,9 @@
 """Redis pub/sub broker: one Redis subscription per channel per process.
 
-Publishes made in the same event-loop turn travel together in one pipeline. History
-publishes run one Lua script that assigns the offset, appends to a capped stream and
-broadcasts, so the offset and the broadcast can never disagree. Keys of one channel
+Publishes made in the same event-loop turn travel together in one pipeline (on a
+cluster, one per shard: ``realtime.redis_batch``). History publishes run one Lua script
+that assigns the offset, appends to a capped stream and broadcasts, so the offset and
+the broadcast can never disagree. Keys of one channel
 share a hash tag and therefore one Redis Cluster slot; on a cluster the broadcast is
 SPUBLISH and subscriptions are SSUBSCRIBE on the shard that owns the slot, so a
 publication travels to one shard instead of every node.
@@ -27,12 +28,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import Broker, HistoryPage, HistoryPolicy, Publication, StreamPosition
 from .errors import ProtocolError
+from .redis_batch import Batcher, Command, Script
 from .redis_client import RedisClient, connect
 
 log = logging.getLogger("livemart.broker")
-
-#: Channels published side by side on a Redis Cluster (pipelines cannot carry scripts there).
-CLUSTER_CONCURRENCY = 32
 
 # KEYS: offset, stream, epoch.
 # ARGV: pubsub channel, payload, maxlen, ttl, candidate epoch, PUBLISH or SPUBLISH.
@@ -110,6 +109,15 @@ class RedisBroker(Broker):
         self._flush_scheduled = False
         self._publish_script = self._redis.register_script(PUBLISH_WITH_HISTORY)
         self._history_script = self._redis.register_script(READ_HISTORY)
+        #: On a cluster, publishes go through one pipeline per shard and loop turn. Not
+        #: through the cluster client's own calls: those retry a script whose reply was
+        #: lost (publishing it twice), and a shard that answers CLUSTERDOWN makes that
+        #: client drop every shard's connections, in-flight publishes included.
+        self._shards: Batcher | None = None
+        self._shard_publish = Script(PUBLISH_WITH_HISTORY)
+        if self._cluster:
+            self._shards = Batcher(self._redis, unavailable="broker unavailable")
+            self._shard_publish = self._shards.script(PUBLISH_WITH_HISTORY)
 
     # --- naming -------------------------------------------------------------------
 
@@ -302,12 +310,15 @@ class RedisBroker(Broker):
     # --- publishing ---------------------------------------------------------------
 
     async def publish(self, pub: Publication, *, history: HistoryPolicy | None = None) -> StreamPosition:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((pub, history, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
-        result = await future
+        if self._shards is not None:
+            result = await self._shards.call(*self._shard_command(pub, history))
+        else:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending.append((pub, history, future))
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._start_flush)
+            result = await future
         if history is None:
             return StreamPosition(pub.offset, "")
         offset, epoch = result
@@ -319,11 +330,11 @@ class RedisBroker(Broker):
         task.add_done_callback(_log_failure)
 
     async def _flush(self) -> None:
-        """Send every publish queued this loop turn in one pipeline (one per shard on a cluster)."""
+        """Send every publish queued this loop turn in one pipeline."""
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
         try:
-            results = await self._send_batch(batch)
+            results = await self._pipeline(batch)
         except Exception as exc:  # whatever broke, no publisher may wait forever
             log.exception("publish batch failed")
             results = [exc] * len(batch)
@@ -335,31 +346,6 @@ class RedisBroker(Broker):
                 future.set_exception(ProtocolError("unavailable", "broker unavailable"))
             else:
                 future.set_result(result)
-
-    async def _send_batch(
-        self, batch: list[tuple[Publication, HistoryPolicy | None, asyncio.Future[Any]]]
-    ) -> list[Any]:
-        if not isinstance(self._redis, RedisCluster):
-            return await self._pipeline(batch)
-        # Cluster pipelines cannot carry scripts. Channels go side by side (bounded);
-        # the publishes of one channel go one after another, so its order holds.
-        results: list[Any] = [None] * len(batch)
-        by_channel: dict[str, list[int]] = {}
-        for i, (pub, _, _) in enumerate(batch):
-            by_channel.setdefault(pub.channel, []).append(i)
-        gate = asyncio.Semaphore(CLUSTER_CONCURRENCY)
-
-        async def send_channel(indexes: list[int]) -> None:
-            async with gate:
-                for i in indexes:
-                    pub, history, _ = batch[i]
-                    try:
-                        results[i] = await self._send_one(self._redis, pub, history)
-                    except (RedisError, OSError) as exc:
-                        results[i] = exc
-
-        await asyncio.gather(*(send_channel(indexes) for indexes in by_channel.values()))
-        return results
 
     async def _pipeline(
         self, batch: list[tuple[Publication, HistoryPolicy | None, asyncio.Future[Any]]]
@@ -388,6 +374,21 @@ class RedisBroker(Broker):
             self._publish_command,
         ]
         return await self._publish_script(keys=self._keys(pub.channel), args=args, client=client)
+
+    def _shard_command(self, pub: Publication, history: HistoryPolicy | None) -> Command:
+        """The publish as one command for the shard that owns the channel's slot."""
+        payload = pub.encode()
+        if history is None:
+            return ("SPUBLISH", self._tag(pub.channel), b"%d\n%s" % (pub.offset, payload))
+        args = [
+            self._tag(pub.channel),
+            payload,
+            history.size,
+            history.ttl_s,
+            secrets.token_hex(4),
+            "SPUBLISH",
+        ]
+        return self._shard_publish.command(self._keys(pub.channel), args)
 
     # --- history ------------------------------------------------------------------
 
