@@ -99,6 +99,16 @@ class Batcher:
         """Several commands in the same batch; raises if any one failed."""
         return list(await asyncio.gather(*(self.call(*command) for command in commands)))
 
+    async def call_each(self, commands: Sequence[Command]) -> list[Any]:
+        """Several commands in the same batch: each one's result, or the error it met.
+
+        On a cluster some may fail while others went through (one master is away):
+        the caller learns which, and must not send the ones that went through again.
+        """
+        return list(
+            await asyncio.gather(*(self.call(*command) for command in commands), return_exceptions=True)
+        )
+
     def _start(self) -> None:
         self._scheduled = False
         batch, self._queue = self._queue, []

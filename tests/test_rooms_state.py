@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +20,7 @@ from realtime.errors import ProtocolError
 from realtime.redis_client import connect
 from realtime.storage import Database, migrate
 from rooms.live import LiveRooms
+from rooms.live.activity import Activity
 from rooms.live.memory_state import MemoryRoomState
 from rooms.live.records import Verdict
 from rooms.live.redis_state import RedisRoomState
@@ -282,3 +284,53 @@ async def test_redis_reloads_enforcement_lost_from_redis(
         assert (await admit(state, room, "u1")).refusal == "banned"
     finally:
         await client.aclose()
+
+
+class PartlyAway(MemoryRoomState):
+    """A room state that cannot reach one room, as when that room's Redis master is away."""
+
+    away: str | None = None
+
+    async def add_likes(self, counts: Mapping[str, int]) -> dict[str, int]:
+        return await super().add_likes({r: n for r, n in counts.items() if r != self.away})
+
+    async def record_activity(
+        self,
+        *,
+        comments: Mapping[str, int],
+        viewers: Mapping[str, Collection[str]],
+        interacting: Mapping[str, Collection[str]],
+    ) -> set[str]:
+        def reached(per_room: Mapping[str, Any]) -> dict[str, Any]:
+            return {r: v for r, v in per_room.items() if r != self.away}
+
+        await super().record_activity(
+            comments=reached(comments), viewers=reached(viewers), interacting=reached(interacting)
+        )
+        return {r for r in (*comments, *viewers, *interacting) if r == self.away}
+
+
+class Published:
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, dict[str, Any]]] = []
+
+    async def publish(self, channel: str, event: str, data: dict[str, Any], **options: Any) -> None:
+        self.pushes.append((channel, data))
+
+
+async def test_a_flush_sends_again_only_what_did_not_arrive(repository: RoomRepository) -> None:
+    """A Redis Cluster may count one room and not another: only the other goes again."""
+    here, there = (await repository.create("Here", "h")).id, (await repository.create("There", "h")).id
+    state = PartlyAway(repository.control, repository)
+    state.away = there
+    activity = Activity(state, Published())  # type: ignore[arg-type]
+    for room in (here, there):
+        activity.like(room, "u1", 3)
+        activity.comment(room, "u2")
+    await activity.flush()
+    await activity.flush()  # nothing new for `here`; `there` still away
+    state.away = None
+    await activity.flush()
+    for room in (here, there):
+        audience = await state.audience(room)
+        assert (audience.likes, audience.comments, audience.interacting_ids) == (3, 1, {"u1", "u2"})

@@ -47,15 +47,25 @@ class Activity:
         viewers, self._viewers = self._viewers, defaultdict(set)
         interacting, self._interacting = self._interacting, defaultdict(set)
         try:
-            await self._state.record_activity(comments=comments, viewers=viewers, interacting=interacting)
+            missed = await self._state.record_activity(
+                comments=comments, viewers=viewers, interacting=interacting
+            )
         except BaseException:
             self._restore(likes, comments, viewers, interacting)
             raise
+        if missed:  # rooms whose Redis master was away: only theirs go again
+            self._restore(
+                {},
+                {room_id: comments[room_id] for room_id in missed if room_id in comments},
+                {room_id: viewers[room_id] for room_id in missed if room_id in viewers},
+                {room_id: interacting[room_id] for room_id in missed if room_id in interacting},
+            )
         try:
             totals = await self._state.add_likes(likes)
         except BaseException:
             self._restore(likes, {}, {}, {})
             raise
+        self._restore({room_id: n for room_id, n in likes.items() if room_id not in totals}, {}, {}, {})
         if totals:
             results = await asyncio.gather(
                 *(

@@ -201,7 +201,7 @@ class MemoryRoomState(RoomState):
         comments: Mapping[str, int],
         viewers: Mapping[str, Collection[str]],
         interacting: Mapping[str, Collection[str]],
-    ) -> None:
+    ) -> set[str]:
         for room_id, count in comments.items():
             totals = await self._room_totals(room_id)
             totals.comments += count
@@ -218,6 +218,7 @@ class MemoryRoomState(RoomState):
             totals.interacting_ids |= fresh
             totals.new_interacting |= fresh
             totals.dirty = totals.dirty or bool(fresh)
+        return set()
 
     def _viewers(self, room_id: str, now: int) -> int:
         presence = self._presence.get(room_id)

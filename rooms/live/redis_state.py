@@ -175,10 +175,14 @@ class RedisRoomState(RoomState):
     async def add_likes(self, counts: Mapping[str, int]) -> dict[str, int]:
         if not counts:
             return {}
-        totals = await self._batch.call_many(
+        totals = await self._batch.call_each(
             [("INCRBY", self._k(room_id, "likes"), count) for room_id, count in counts.items()]
         )
-        return {room_id: int(total) for room_id, total in zip(counts, totals, strict=True)}
+        return {
+            room_id: int(total)
+            for room_id, total in zip(counts, totals, strict=True)
+            if not isinstance(total, BaseException)
+        }
 
     async def record_activity(
         self,
@@ -186,21 +190,28 @@ class RedisRoomState(RoomState):
         comments: Mapping[str, int],
         viewers: Mapping[str, Collection[str]],
         interacting: Mapping[str, Collection[str]],
-    ) -> None:
+    ) -> set[str]:
+        # A room's updates share its slot, so they reach its master (or not) together.
+        rooms = list(comments)
         commands: list[Command] = [
-            ("INCRBY", self._k(room_id, "comments"), count) for room_id, count in comments.items()
+            ("INCRBY", self._k(room_id, "comments"), comments[room_id]) for room_id in rooms
         ]
         for name, sets in (("seen", viewers), ("talk", interacting)):
-            commands += [("SADD", self._k(room_id, name), *users) for room_id, users in sets.items() if users]
-        if commands:
-            await self._batch.call_many(commands)
+            for room_id, users in sets.items():
+                if users:
+                    rooms.append(room_id)
+                    commands.append(("SADD", self._k(room_id, name), *users))
+        replies = await self._batch.call_each(commands)
+        return {
+            room_id for room_id, reply in zip(rooms, replies, strict=True) if isinstance(reply, BaseException)
+        }
 
     async def report_presence(
         self, process: str, counts: Mapping[str, int], *, ttl_ms: int, interval_ms: int
     ) -> dict[str, int]:
         if not counts:
             return {}
-        replies = await self._batch.call_many(
+        replies = await self._batch.call_each(
             [
                 self._presence.command(
                     [self._k(room_id, name) for name in ("pres", "presx", "vstat")],
@@ -209,11 +220,14 @@ class RedisRoomState(RoomState):
                 for room_id, count in counts.items()
             ]
         )
-        return {
-            room_id: int(total)
-            for room_id, (announce, total) in zip(counts, replies, strict=True)
-            if announce
-        }
+        reached = [
+            (room_id, r)
+            for room_id, r in zip(counts, replies, strict=True)
+            if not isinstance(r, BaseException)
+        ]
+        if not reached:  # Redis is away: say so (rooms on a master that is away wait for the next tick)
+            raise ProtocolError("unavailable", "room state unavailable")
+        return {room_id: int(total) for room_id, (announce, total) in reached if announce}
 
     async def audience(self, room_id: str) -> Audience:
         peak, seen, talk, comments, likes = await self._batch.call_many(

@@ -92,7 +92,11 @@ class RoomState(abc.ABC):
 
     @abc.abstractmethod
     async def add_likes(self, counts: Mapping[str, int]) -> dict[str, int]:
-        """Add each room's likes; returns each room's new cluster-wide total."""
+        """Add each room's likes; returns the new cluster-wide total of each room counted.
+
+        A room missing from the answer was not counted (its Redis master was away): the
+        caller keeps its likes for the next flush.
+        """
 
     @abc.abstractmethod
     async def record_activity(
@@ -101,8 +105,12 @@ class RoomState(abc.ABC):
         comments: Mapping[str, int],
         viewers: Mapping[str, Collection[str]],
         interacting: Mapping[str, Collection[str]],
-    ) -> None:
-        """Add comment counts and remember who watched and who took part, per room."""
+    ) -> set[str]:
+        """Add comment counts and remember who watched and who took part, per room.
+
+        Returns the rooms whose updates were not recorded (their Redis master was away):
+        the caller keeps what it had for them for the next flush.
+        """
 
     @abc.abstractmethod
     async def report_presence(
