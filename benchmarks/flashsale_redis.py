@@ -27,7 +27,8 @@ import uuid
 import redis.asyncio as aioredis
 
 from commerce.ledger import Snapshot, Terms
-from commerce.redis_ledger import SCRIPTS, RedisLedger, SaleKeys, sha1
+from commerce.redis_ledger import SCRIPTS, RedisLedger, SaleKeys
+from realtime.redis_batch import Script
 
 KEY_TTL_MS = 25 * 3600 * 1000
 
@@ -40,7 +41,7 @@ async def prepare(url: str, prefix: str, sale_id: str, stock: int) -> str:
         terms = Terms(stock=stock, per_user_limit=10**9, hold_ms=600_000)
         await ledger.load(Snapshot(sale_id, 1, terms), int(time.time() * 1000))
         digest: str = await client.script_load(SCRIPTS["reserve"])
-        if digest != sha1(SCRIPTS["reserve"]):
+        if digest != Script(SCRIPTS["reserve"]).sha:
             raise RuntimeError("Redis hashed the script differently")
         return digest
     finally:
