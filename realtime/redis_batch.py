@@ -19,6 +19,7 @@ script names must share one hash tag, so the script runs on one node, atomically
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -224,9 +225,10 @@ class Batcher:
         return results
 
     async def _lost(self, redis: RedisCluster, node: ClusterNode) -> None:
-        """A node broke a connection: its idle ones are stale too (it may have restarted),
+        """A node broke a connection: its other ones are stale too (it may have restarted),
         and its slots may have moved to a replica. Re-read the map at most once a second."""
-        await node.disconnect_free_connections()
+        with contextlib.suppress(*ERRORS):
+            await node.disconnect()  # they reconnect on next use
         now = time.monotonic()
         if now - self._map_read_at < MAP_REFRESH_S:
             return
