@@ -20,7 +20,7 @@ import abc
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,6 +114,15 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, pub: Publication, *, history: HistoryPolicy | None = None) -> StreamPosition:
         """Broadcast ``pub``; with ``history`` assign and return its offset."""
+
+    async def publish_all(self, pubs: Sequence[Publication]) -> None:
+        """Broadcast ``pubs`` in order, without history (their offsets are the domain's).
+
+        Brokers that batch send them together; the default publishes one by one.
+        Raises ProtocolError("unavailable") if any was not sent.
+        """
+        for pub in pubs:
+            await self.publish(pub)
 
     @abc.abstractmethod
     async def history(self, channel: str, since: int, *, limit: int) -> HistoryPage:

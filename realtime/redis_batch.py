@@ -88,17 +88,24 @@ class Batcher:
         self.sources[script.sha] = source
         return script
 
-    async def call(self, *command: Any) -> Any:
+    def submit(self, *command: Any) -> asyncio.Future[Any]:
+        """Queue ``command`` for this loop turn's batch; the future gets its reply.
+
+        A future, not a coroutine: many calls can be awaited together without a task each.
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start)
-        return await future
+        return future
+
+    async def call(self, *command: Any) -> Any:
+        return await self.submit(*command)
 
     async def call_many(self, commands: Sequence[Command]) -> list[Any]:
         """Several commands in the same batch; raises if any one failed."""
-        return list(await asyncio.gather(*(self.call(*command) for command in commands)))
+        return list(await asyncio.gather(*(self.submit(*command) for command in commands)))
 
     async def call_each(self, commands: Sequence[Command]) -> list[Any]:
         """Several commands in the same batch: each one's result, or the error it met.
@@ -107,7 +114,7 @@ class Batcher:
         the caller learns which, and must not send the ones that went through again.
         """
         return list(
-            await asyncio.gather(*(self.call(*command) for command in commands), return_exceptions=True)
+            await asyncio.gather(*(self.submit(*command) for command in commands), return_exceptions=True)
         )
 
     def _start(self) -> None:

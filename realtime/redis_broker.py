@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,20 +311,29 @@ class RedisBroker(Broker):
     # --- publishing ---------------------------------------------------------------
 
     async def publish(self, pub: Publication, *, history: HistoryPolicy | None = None) -> StreamPosition:
-        if self._shards is not None:
-            result = await self._shards.call(*self._shard_command(pub, history))
-        else:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._pending.append((pub, history, future))
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._start_flush)
-            result = await future
+        result = await self._submit(pub, history)
         if history is None:
             return StreamPosition(pub.offset, "")
         offset, epoch = result
         pub.offset = int(offset)
         return StreamPosition(pub.offset, epoch.decode())
+
+    async def publish_all(self, pubs: Sequence[Publication]) -> None:
+        results = await asyncio.gather(*(self._submit(pub, None) for pub in pubs), return_exceptions=True)
+        failed = sum(isinstance(result, BaseException) for result in results)
+        if failed:
+            raise ProtocolError("unavailable", f"broker unavailable: {failed} of {len(pubs)} not published")
+
+    def _submit(self, pub: Publication, history: HistoryPolicy | None) -> asyncio.Future[Any]:
+        """Queue ``pub`` for this loop turn's pipeline; the future gets the reply."""
+        if self._shards is not None:
+            return self._shards.submit(*self._shard_command(pub, history))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((pub, history, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+        return future
 
     def _start_flush(self) -> None:
         task = asyncio.create_task(self._flush())

@@ -70,6 +70,20 @@ async def test_concurrent_publishes_keep_order_and_offsets(broker: Broker) -> No
     assert len({p.epoch for p in positions}) == 1
 
 
+async def test_publish_all_keeps_order_and_the_given_offsets(broker: Broker) -> None:
+    """A domain's own sequence (group seqs) goes out in one batch, in order, as numbered."""
+    received = Received(broker)
+    await broker.subscribe("t:seq")
+    await broker.subscribe("t:other")
+    pubs = [Publication("t:seq" if i % 3 else "t:other", "m", {"i": i}, offset=i + 1) for i in range(300)]
+    await broker.publish_all(pubs)
+    items = await received.wait_for(300)
+    assert [(p.channel, p.offset, p.data["i"]) for p in items] == [
+        (p.channel, p.offset, p.data["i"]) for p in pubs
+    ]
+    assert (await broker.history("t:seq", 0, limit=10)).publications == []
+
+
 async def test_unsubscribed_channel_is_not_delivered(broker: Broker) -> None:
     received = Received(broker)
     await broker.subscribe("t:yes")

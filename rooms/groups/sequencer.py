@@ -32,6 +32,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 
+from realtime.broker import Publication
 from realtime.errors import ProtocolError
 from realtime.metrics import LATENCY_BUCKETS, Metrics
 from realtime.node import Node
@@ -357,21 +358,16 @@ class Sequencer:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 datas = [message_data(row) for row in rows]
                 await with_room_status(datas, self._rooms)
-                results = await asyncio.gather(
-                    *(
-                        self._node.publish(
-                            channel(row["group_id"]), event_name(row["kind"]), data, offset=row["seq"]
-                        )
+                await self._node.publish_all(
+                    [
+                        Publication(channel(row["group_id"]), event_name(row["kind"]), data, row["seq"])
                         for row, data in zip(rows, datas, strict=True)
-                    ),
-                    return_exceptions=True,
+                    ]
                 )
         except TimeoutError:
             log.warning("publishing %d group messages timed out; they stay stored", len(rows))
-            return
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            log.warning("%d group messages stored but not published: %s", len(failed), failed[0])
+        except ProtocolError as exc:
+            log.warning("group messages stored but not all published: %s", exc.message)
 
 
 def _settle(
