@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -120,6 +121,7 @@ class Core:
                 for module in modules:
                     await module.start()
                     started.append(module)
+                settle_garbage_collector()
                 yield
             finally:
                 self.gateway.close_all(CloseCode.SERVICE_RESTART, "server restarting: reconnect")
@@ -205,6 +207,28 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+#: CPython's collection thresholds with full collections a hundred times rarer: the
+#: young generations stay small and quick (a few ms at most here); a full collection
+#: walks every live object (~60 ms with 2,000 connections) and so waits ~1,000 middle
+#: collections instead of 10.
+GC_THRESHOLDS = (700, 10, 1000)
+
+
+def settle_garbage_collector() -> None:
+    """Keep the cyclic collector from pausing the event loop for tens of milliseconds.
+
+    Everything that exists once the app has started (modules, tables, compiled code)
+    lives as long as the process, so it is frozen out of every later collection, and
+    full collections are made rare (``GC_THRESHOLDS``). Measured on the group-message
+    benchmark: full collections of 20-60 ms were the largest part of the ack tail.
+    Reference counting still frees almost everything at once; only garbage cycles that
+    survive the young collections wait longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(

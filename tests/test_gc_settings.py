@@ -1,0 +1,24 @@
+"""The collector settings applied once the app has started (realtime.server)."""
+
+from __future__ import annotations
+
+import gc
+
+from realtime.server import GC_THRESHOLDS, settle_garbage_collector
+
+
+def test_startup_objects_are_frozen_and_full_collections_made_rare() -> None:
+    before = gc.get_threshold()
+    survivor = [object() for _ in range(100)]  # alive at "startup"
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() >= len(survivor)
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[2] > before[2]  # full collections rarer than CPython's default
+        cycle: list[object] = []
+        cycle.append(cycle)  # garbage made after startup is still collected
+        del cycle
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
