@@ -92,6 +92,16 @@ class _Link:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+#: Pub/sub connections: redis-py would reconnect and re-subscribe by itself, and a Redis
+#: that restarted empty within its retries would go unnoticed, with nobody recovering the
+#: gap. Without retries a lost link reaches _read_loop, which tells the hub.
+_PUBSUB_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 2,
+    "health_check_interval": 10,
+    "retry": Retry(NoBackoff(), 0),
+}
+
+
 class RedisBroker(Broker):
     """Broker over one Redis server or a Redis Cluster (sharded pub/sub, Redis >= 7)."""
 
@@ -99,6 +109,7 @@ class RedisBroker(Broker):
         super().__init__()
         self._prefix = prefix
         self._ttl_s = history_ttl_s
+        self._url = url
         self._redis: RedisClient = connect(url, health_check_interval=10)
         self._cluster = isinstance(self._redis, RedisCluster)
         self._publish_command = "SPUBLISH" if self._cluster else "PUBLISH"
@@ -164,7 +175,11 @@ class RedisBroker(Broker):
     def _route(self, channel: str) -> _Link:
         """The link that carries ``channel``: the shard owning its slot, or the server."""
         if isinstance(self._redis, aioredis.Redis):
-            return self._links.get("server") or self._add_link("server", self._redis)
+            link = self._links.get("server")
+            if link is None:
+                # Its own client, without redis-py's retries (see _PUBSUB_OPTIONS).
+                link = self._add_link("server", aioredis.Redis.from_url(self._url, **_PUBSUB_OPTIONS))
+            return link
         node = self._redis.get_node_from_key(self._tag(channel))
         if node is None:
             raise ProtocolError("unavailable", "no Redis Cluster node serves this channel")
@@ -177,12 +192,7 @@ class RedisBroker(Broker):
                 password=kwargs.get("password"),
                 username=kwargs.get("username"),
                 ssl=bool(kwargs.get("ssl")),
-                socket_connect_timeout=2,
-                health_check_interval=10,
-                # redis-py would reconnect and re-subscribe by itself; a shard that
-                # restarted empty within its retries would then go unnoticed and
-                # nobody would recover the gap. A lost link must reach _read_loop.
-                retry=Retry(NoBackoff(), 0),
+                **_PUBSUB_OPTIONS,
             )
             link = self._add_link(node.name, client)
         return link
@@ -360,13 +370,13 @@ class RedisBroker(Broker):
     async def _pipeline(
         self, batch: list[tuple[Publication, HistoryPolicy | None, asyncio.Future[Any]]]
     ) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for pub, history, _ in batch:
-            await self._send_one(pipe, pub, history)
-        try:
-            return list(await pipe.execute(raise_on_error=False))
-        except (RedisError, OSError) as exc:
-            return [exc] * len(batch)
+        async with self._redis.pipeline(transaction=False) as pipe:  # released even on failure
+            for pub, history, _ in batch:
+                await self._send_one(pipe, pub, history)
+            try:
+                return list(await pipe.execute(raise_on_error=False))
+            except (RedisError, OSError) as exc:
+                return [exc] * len(batch)
 
     async def _send_one(self, client: Any, pub: Publication, history: HistoryPolicy | None) -> Any:
         """Send one publish (or queue it, when ``client`` is a pipeline)."""

@@ -190,6 +190,18 @@ def redis_cluster() -> Iterator[RedisClusterNodes]:
     nodes.stop()
 
 
+def redis_under_test(request: pytest.FixtureRequest, kind: str) -> tuple[str, str]:
+    """URL and key prefix for a ``redis`` or ``cluster`` variant of a parametrized fixture.
+
+    The cluster is this session's own, so a fresh prefix is enough there; on the shared
+    Redis the ``redis_prefix`` fixture also cleans up after the test.
+    """
+    if kind == "cluster":
+        url: str = request.getfixturevalue("redis_cluster").url
+        return url, unique_prefix()
+    return request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+
+
 @pytest.fixture(params=["memory", "redis"])
 def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
     """Every broker in turn: the in-process one and Redis (with this test's prefix)."""

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from realtime.broker import Broker, HistoryPolicy, MemoryBroker, Publication
+from realtime.errors import ProtocolError
 from realtime.redis_broker import RedisBroker
-from tests.services import BrokerKind
+from tests.services import BrokerKind, RedisServer
 
 HISTORY = HistoryPolicy(size=50, ttl_s=60)
 
@@ -21,7 +22,12 @@ class Received:
         self.items: list[Publication] = []
         self.resubscribed: list[set[str]] = []
         self.arrived = asyncio.Event()
-        broker.set_handlers(self._on_publication, self.resubscribed.append)
+        self.resubscribe_seen = asyncio.Event()
+        broker.set_handlers(self._on_publication, self._on_resubscribed)
+
+    def _on_resubscribed(self, channels: set[str]) -> None:
+        self.resubscribed.append(channels)
+        self.resubscribe_seen.set()
 
     def _on_publication(self, pub: Publication) -> None:
         self.items.append(pub)
@@ -160,3 +166,33 @@ async def test_two_redis_brokers_see_each_other(broker_kind: BrokerKind) -> None
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_quick_redis_restart_is_reported_not_papered_over() -> None:
+    """Redis back within a second, empty: redis-py alone would reconnect and re-subscribe
+    quietly, and nobody would recover the gap. The broker must tell its hub instead."""
+    server = RedisServer()
+    broker = RedisBroker(server.url, prefix="lm:", history_ttl_s=60)
+    received = Received(broker)
+    try:
+        await broker.start()
+        await broker.subscribe("t:quick")
+        await broker.publish(Publication("t:quick", "n", {"i": 1}), history=HISTORY)
+        await received.wait_for(1)
+        port = server.port
+        server.stop()
+        server = RedisServer(port=port)
+        async with asyncio.timeout(10):
+            await received.resubscribe_seen.wait()
+        assert any("t:quick" in channels for channels in received.resubscribed)
+        for _ in range(50):  # a pooled connection from before the restart may fail once
+            try:
+                await broker.publish(Publication("t:quick", "n", {"i": 2}), history=HISTORY)
+                break
+            except ProtocolError:
+                await asyncio.sleep(0.1)
+        items = await received.wait_for(2)
+        assert [(p.data["i"], p.offset) for p in items] == [(1, 1), (2, 1)]  # a new epoch
+    finally:
+        await broker.close()
+        server.stop()

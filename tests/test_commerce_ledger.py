@@ -24,7 +24,7 @@ from commerce.ledger import (
 )
 from commerce.redis_ledger import RedisLedger
 from realtime.redis_client import connect
-from tests.services import unique_prefix
+from tests.conftest import redis_under_test
 
 KEY_TTL_MS = 25 * 3600 * 1000
 NOW = 1_700_000_000_000
@@ -43,12 +43,7 @@ async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[StockLedger]:
     if request.param == "memory":
         yield MemoryLedger(key_ttl_ms=KEY_TTL_MS)
         return
-    if request.param == "cluster":
-        url: str = request.getfixturevalue("redis_cluster").url
-        prefix = unique_prefix()  # the cluster is this session's own
-    else:
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
+    url, prefix = redis_under_test(request, request.param)
     client = connect(url)
     try:
         yield RedisLedger(client, prefix=prefix, key_ttl_ms=KEY_TTL_MS)

@@ -26,7 +26,7 @@ from rooms.live.records import Verdict
 from rooms.live.redis_state import RedisRoomState
 from rooms.live.repository import RoomRepository
 from rooms.live.state import RoomState
-from tests.services import unique_prefix
+from tests.conftest import redis_under_test
 
 
 async def admit(
@@ -68,12 +68,7 @@ async def setup(request: pytest.FixtureRequest, repository: RoomRepository) -> A
     if request.param == "memory":
         yield Setup(MemoryRoomState(repository.control, repository), repository, room.id)
         return
-    if request.param == "cluster":
-        url: str = request.getfixturevalue("redis_cluster").url
-        prefix = unique_prefix()  # the cluster is this session's own
-    else:
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
+    url, prefix = redis_under_test(request, request.param)
     client = connect(url)
     try:
         state = RedisRoomState(repository.control, client, lambda tag, name: f"{prefix}{{{tag}}}:{name}")
