@@ -78,6 +78,10 @@ class _Channel:
     epoch: str = ""
     #: Budget of the sampled lane (None: nothing is sampled on this channel).
     budget: TokenBucket | None = None
+    #: Publications that arrived while the gap after a broker outage was being recovered;
+    #: None when no recovery is running. They go out after the recovered ones, or not at
+    #: all if the channel must resync (its subscribers get a fresh snapshot instead).
+    held: list[Publication] | None = None
 
     def count(self) -> int:
         return sum(len(s) for s in self.by_codec.values())
@@ -222,6 +226,9 @@ class Hub:
         if pub.event == KICK_EVENT:
             self._kick(state, pub.data)
             return
+        if state.held is not None:
+            state.held.append(pub)
+            return
         for missed in state.joining.values():
             missed.append(pub)
         state.pending.append(pub)
@@ -319,22 +326,36 @@ class Hub:
         """Broker callback after a reconnect: recover each channel's gap or resync it."""
         for name in channels:
             state = self._channels.get(name)
-            if state is not None:
+            if state is not None and state.held is None:
+                state.held = []
                 task = asyncio.ensure_future(self._fill_gap(state))
                 task.add_done_callback(_log_failure)
 
     async def _fill_gap(self, state: _Channel) -> None:
+        """Deliver what the outage hid, then what arrived meanwhile; or make everyone resync.
+
+        New publications are held until then: sent first, they would reach subscribers
+        that are about to be told to resync, or ahead of older ones.
+        """
         recovery = None
-        if self._recover_gap is not None:
-            try:
-                recovery = await self._recover_gap(state.name, StreamPosition(state.offset, state.epoch))
-            except Exception as exc:  # any failure to recover means: resync
-                log.warning("gap recovery on %s failed: %s", state.name, exc)
+        try:
+            if self._recover_gap is not None:
+                try:
+                    position = StreamPosition(state.offset, state.epoch)
+                    recovery = await self._recover_gap(state.name, position)
+                except Exception as exc:  # any failure to recover means: resync
+                    log.warning("gap recovery on %s failed: %s", state.name, exc)
+        finally:
+            held, state.held = state.held or [], None
         if recovery is not None and recovery.complete:
             fresh = [pub for pub in recovery.publications if pub.offset > state.offset]
             self._metrics.recovered_after_outage.inc(len(fresh))
+            last = max((pub.offset for pub in fresh), default=state.offset)
             for pub in fresh:
                 self.on_publication(pub)
+            for pub in held:  # what history already returned is not sent twice
+                if pub.offset == 0 or pub.offset > last:
+                    self.on_publication(pub)
             return
         self._metrics.resyncs.inc()
         for subs in list(state.by_codec.values()):

@@ -11,7 +11,7 @@ from websockets.streams import StreamReader
 
 from realtime.broker import HistoryPolicy, MemoryBroker, Publication, StreamPosition
 from realtime.codec import JSON, MSGPACK, Codec
-from realtime.hub import Hub
+from realtime.hub import GapRecovery, Hub
 from realtime.metrics import Metrics
 
 HISTORY = HistoryPolicy(100, 60)
@@ -197,3 +197,48 @@ async def test_a_kick_during_a_subscribe_removes_the_joining_subscriber(broker: 
     await broker.publish(Publication("c:1", "$kick", {"user_id": "bad", "code": "banned", "reason": ""}))
     assert sub.kicked == [("c:1", "banned")]
     assert not hub.has(sub, "c:1")
+
+
+async def test_publications_during_gap_recovery_wait_for_the_recovered_ones(broker: MemoryBroker) -> None:
+    """After a broker outage the gap goes out first, then what arrived meanwhile, each once."""
+    release = asyncio.Event()
+
+    async def recover(channel: str, since: StreamPosition) -> GapRecovery:
+        await release.wait()
+        page = await broker.history(channel, since.offset, limit=100)
+        return GapRecovery(page.publications, True)
+
+    hub = Hub(broker, Metrics(), flush_interval_s=0.01, recover_gap=recover)
+    sub = Recorder()
+    await joined(hub, sub, "c:gap")
+    await broker.publish(Publication("c:gap", "n", {"i": 1}), history=HISTORY)
+    await settle(0.01)
+    await broker.unsubscribe("c:gap")  # the outage: 2 and 3 are stored, never delivered
+    for i in (2, 3):
+        await broker.publish(Publication("c:gap", "n", {"i": i}), history=HISTORY)
+    await broker.subscribe("c:gap")
+    hub.on_resubscribed({"c:gap"})
+    await broker.publish(Publication("c:gap", "n", {"i": 4}), history=HISTORY)  # live again
+    await settle(0.01)
+    assert [p["data"] for p in sub.pushes()] == [{"i": 1}]  # 4 waits for the gap
+    release.set()
+    await settle(0.01)
+    assert [p["off"] for p in sub.pushes()] == [1, 2, 3, 4]
+
+
+async def test_a_channel_that_must_resync_gets_nothing_new_before_it(broker: MemoryBroker) -> None:
+    release = asyncio.Event()
+
+    async def cannot_recover(channel: str, since: StreamPosition) -> GapRecovery:
+        await release.wait()
+        return GapRecovery([], False)
+
+    hub = Hub(broker, Metrics(), flush_interval_s=0.01, recover_gap=cannot_recover)
+    sub = Recorder()
+    await joined(hub, sub, "c:lost")
+    hub.on_resubscribed({"c:lost"})
+    await broker.publish(Publication("c:lost", "n", {"i": 1}), history=HISTORY)
+    await settle(0.01)
+    release.set()
+    await settle(0.01)
+    assert sub.frames == [b"CLOSE 4011"]  # the new epoch's event comes with the snapshot
