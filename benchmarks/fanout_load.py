@@ -365,6 +365,52 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class Publisher:
+    """Publishes the benchmark's messages into one target, each at its due time; counts outcomes.
+
+    Every message carries a comment-lane latency marker stamped with its due time.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.accepted = 0
+        self.failed = 0
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    def fire(self, k: int, due: float) -> None:
+        task = asyncio.create_task(self._send(k, due))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _send(self, k: int, due: float) -> None:
+        data = {
+            "id": f"m{k}",
+            "user_id": "bench",
+            "name": "bench",
+            "text": f"{markers.make('comment', int(due * 1e6))} hello from the benchmark",
+            "ts": int(due * 1000),
+        }
+        try:
+            ok = await self.target.publish(data)
+        except (HttpError, OSError):
+            ok = False
+        if ok:
+            self.accepted += 1
+        else:
+            self.failed += 1
+
+    async def wait(self, deadline: float) -> int:
+        """Wait for answers until ``deadline``; returns how many publishes are still unanswered."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=max(0.1, deadline - time.time()))
+        return len(self._inflight)
+
+    async def cancel(self) -> None:
+        for task in self._inflight:
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+
 async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[str, Any]:
     target = TARGETS[args.kind](args.url)
     listeners: Listeners | NativeListeners
@@ -374,59 +420,29 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
         listeners = NativeListeners(target, every, listen_s, args.drain)
     else:
         listeners = Listeners(target, sample_every(args.subscribers * args.rate))
-    inflight: set[asyncio.Task[None]] = set()
+    publisher = Publisher(target)
     profiler: asyncio.subprocess.Process | None = None
     try:
         await target.prepare()
         connect_s = await listeners.open(args.subscribers)
         subscribed = listeners.subscribed
-        accepted = 0
-        failed = 0
-
-        async def send(k: int, due: float) -> None:
-            nonlocal accepted, failed
-            data = {
-                "id": f"m{k}",
-                "user_id": "bench",
-                "name": "bench",
-                "text": f"{markers.make('comment', int(due * 1e6))} hello from the benchmark",
-                "ts": int(due * 1000),
-            }
-            try:
-                ok = await target.publish(data)
-            except (HttpError, OSError):
-                ok = False
-            if ok:
-                accepted += 1
-            else:
-                failed += 1
-
-        def fire(k: int, due: float) -> None:
-            task = asyncio.create_task(send(k, due))
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
-
         start = time.time() + START_DELAY_S
         await asyncio.sleep(START_DELAY_S)
         server_cpu0, own_cpu0, driver_cpu0 = cpu_s(server), own_cpu_s(), listeners.cpu_s()
         profiler = await start_profiler(args.profile, server.pid, args.duration) if args.profile else None
-        sent = await run_open_loop(rate=args.rate, duration=args.duration, start=start, fire=fire)
+        sent = await run_open_loop(rate=args.rate, duration=args.duration, start=start, fire=publisher.fire)
         sends_end = time.time()
         server_cpu1, own_cpu1, driver_cpu1 = cpu_s(server), own_cpu_s(), listeners.cpu_s()
         deadline = sends_end + args.drain
-        if inflight:
-            await asyncio.wait(set(inflight), timeout=max(0.1, deadline - time.time()))
         # A publish still unanswered may have been broadcast: it is owed, like an accepted one.
-        unanswered = len(inflight)
-        expected = (accepted + unanswered) * subscribed
+        unanswered = await publisher.wait(deadline)
+        expected = (publisher.accepted + unanswered) * subscribed
         await listeners.drain(expected, deadline, sends_end)
         end = time.time()
         server_cpu2 = cpu_s(server)
         rss = server.memory_info().rss
     finally:
-        for task in inflight:
-            task.cancel()
-        await asyncio.gather(*inflight, return_exceptions=True)
+        await publisher.cancel()
         if profiler is not None:
             await profiler.wait()
         await listeners.close()
@@ -443,8 +459,8 @@ async def load_point(args: argparse.Namespace, server: psutil.Process) -> dict[s
         "rate": args.rate,
         "duration_s": round(send_s, 3),
         "sent": sent,
-        "accepted": accepted,
-        "publish_failed": failed,
+        "accepted": publisher.accepted,
+        "publish_failed": publisher.failed,
         "publish_unanswered": unanswered,
         "expected": expected,
         "delivered": delivered,

@@ -48,6 +48,7 @@ from fanout_load import (
     START_DELAY_S,
     Livemart,
     NativeListeners,
+    Publisher,
     cpu_s,
     own_cpu_s,
 )
@@ -66,8 +67,6 @@ from side_by_side import (
     snapshot,
 )
 
-from loadtest import markers
-from loadtest.httpclient import HttpError
 from loadtest.schedule import run_open_loop
 
 PARTIES = ("servers", "driver", "publisher", "redis", "others")
@@ -192,9 +191,8 @@ async def measure(
         for t, share in zip(targets, shares, strict=True)
     ]
     client = redis.asyncio.Redis.from_url(REDIS_URL)
-    inflight: set[asyncio.Task[None]] = set()
     ticker: asyncio.Task[None] | None = None
-    accepted = failed = 0
+    publisher = Publisher(targets[0])
     try:
         redis_pid = int((await client.info("server"))["process_id"])
         await targets[0].prepare()  # the room, created on the process that publishes
@@ -206,44 +204,19 @@ async def measure(
         connect_s = time.monotonic() - began
         subscribed = [ln.subscribed for ln in listeners]
 
-        async def send(k: int, due: float) -> None:
-            nonlocal accepted, failed
-            data = {
-                "id": f"m{k}",
-                "user_id": "bench",
-                "name": "bench",
-                "text": f"{markers.make('comment', int(due * 1e6))} hello from the benchmark",
-                "ts": int(due * 1000),
-            }
-            try:
-                ok = await targets[0].publish(data)
-            except (HttpError, OSError):
-                ok = False
-            if ok:
-                accepted += 1
-            else:
-                failed += 1
-
-        def fire(k: int, due: float) -> None:
-            task = asyncio.create_task(send(k, due))
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
-
         start = time.time() + START_DELAY_S
         await asyncio.sleep(START_DELAY_S)
-        ticker = asyncio.create_task(tick(label, listeners, lambda: accepted))
+        ticker = asyncio.create_task(tick(label, listeners, lambda: publisher.accepted))
         first = await read_all(servers, sum(ln.cpu_s() for ln in listeners), client)
         everyone = process_table()
-        sent = await run_open_loop(rate=rate, duration=args.duration, start=start, fire=fire)
+        sent = await run_open_loop(rate=rate, duration=args.duration, start=start, fire=publisher.fire)
         sends_end = time.time()
         sent_reading = await read_all(servers, sum(ln.cpu_s() for ln in listeners), client)
         ours = {os.getpid(), *(s.pid for s in servers), *(ln.driver.pid for ln in listeners if ln.driver)}
         others = busiest(everyone, process_table(), ours | {redis_pid}, sends_end - start)
         deadline = sends_end + args.drain
-        if inflight:
-            await asyncio.wait(set(inflight), timeout=max(0.1, deadline - time.time()))
-        unanswered = len(inflight)  # may have been broadcast: owed, like an accepted one
-        owed = accepted + unanswered
+        unanswered = await publisher.wait(deadline)  # may have been broadcast: owed, like an accepted one
+        owed = publisher.accepted + unanswered
         await asyncio.gather(
             *(ln.drain(owed * n, deadline, sends_end) for ln, n in zip(listeners, subscribed, strict=True))
         )
@@ -254,9 +227,8 @@ async def measure(
     finally:
         if ticker is not None:
             ticker.cancel()
-        for task in inflight:
-            task.cancel()
-        await asyncio.gather(*inflight, *([ticker] if ticker else []), return_exceptions=True)
+            await asyncio.gather(ticker, return_exceptions=True)
+        await publisher.cancel()
         for ln in listeners:
             await ln.close()
         for target in targets:
@@ -278,8 +250,8 @@ async def measure(
         "rate": rate,
         "duration_s": round(send_s, 3),
         "sent": sent,
-        "accepted": accepted,
-        "publish_failed": failed,
+        "accepted": publisher.accepted,
+        "publish_failed": publisher.failed,
         "publish_unanswered": unanswered,
         "expected": expected,
         "delivered": delivered,
