@@ -11,12 +11,14 @@ held for one short transaction, never across groups or processes for long.
 Replies go out after the commit; the messages are published after that, in seq
 order. Publication order must match seq order across processes too, or a client
 that saw seq 7 before seq 6 would resume after 7 and lose 6. On PostgreSQL a
-session advisory lock per group is therefore held from before the transaction
-until the publish is done; a group whose lock another process holds is left for the
-next batch rather than waited for. Within a process each group belongs to one
-worker, which keeps its batches in order. (SQLite needs no advisory lock in the
-usual single process; several processes sharing one SQLite file get gap-free seqs
-but may publish out of order: see docs/groups.md.)
+session advisory lock per group is therefore taken in the transaction's first
+statement, just before the row lock, and held past the commit until the publish is
+done; a group whose lock another process holds is neither locked nor written but
+left for the next batch rather than waited for. Within a process each group belongs
+to one worker, which keeps its batches in order.
+(SQLite needs no advisory lock in the usual single process; several processes
+sharing one SQLite file get gap-free seqs but may publish out of order: see
+docs/groups.md.)
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from realtime.storage import Database
 from . import rules
 from .events import RoomLookup, channel, event_name, message_data, with_room_status
 from .settings import GroupSettings
-from .writers import Changes, GroupState, Writer, open_writer
+from .writers import Changes, GroupState, Lookup, Writer, open_writer
 
 log = logging.getLogger("livemart.groups")
 
@@ -196,16 +198,16 @@ class Sequencer:
         self._commit_seconds.observe(time.perf_counter() - started)
 
     async def _commit_batch(self, worker: _Worker, batch: list[_Item]) -> list[_Item]:
-        """Lock, write, commit, reply, publish, unlock; returns the items it handled."""
+        """Begin, lock, write, commit, reply, publish, unlock; returns the items it handled."""
         if worker.writer is not None and not worker.writer.alive():
             await self._drop_writer(worker)  # e.g. the database restarted since the last batch
         if worker.writer is None:
             worker.writer = await open_writer(self._db)
         writer = worker.writer
         try:
-            batch = await self._lock(writer, worker, batch)
             async with writer.transaction():
-                outcome = await self._write(writer, [draft for draft, _ in batch])
+                batch, state = await self._lock(writer, worker, batch)
+                outcome = await self._write(writer, [draft for draft, _ in batch], state)
             for index, (_, future) in enumerate(batch):
                 error = outcome.errors.get(index)
                 _settle(future, receipt=outcome.receipts.get(index), error=error)
@@ -221,29 +223,31 @@ class Sequencer:
             with contextlib.suppress(Exception):
                 await writer.close()
 
-    async def _lock(self, writer: Writer, worker: _Worker, batch: list[_Item]) -> list[_Item]:
-        """Take the publish lock of every group in ``batch`` that is free; put the rest back.
+    async def _lock(
+        self, writer: Writer, worker: _Worker, batch: list[_Item]
+    ) -> tuple[list[_Item], GroupState]:
+        """Lock every group in ``batch`` that is free; put the rest back.
 
-        A group that another process keeps busy is waited for once it has been put
-        back ``PATIENCE`` times, so it cannot starve behind the groups that are free.
-        If none is free, wait for the first one. Either way the wait comes before any
-        other lock is held, so it cannot deadlock, and nothing polls.
+        Returns the items of the locked groups and those groups' rows. A group that
+        another process keeps busy is waited for once it has been put back
+        ``PATIENCE`` times, so it cannot starve behind the groups that are free. If
+        none is free, wait for the first one. Either way the wait comes before any
+        other lock is held (the transaction has only begun), so it cannot deadlock,
+        and nothing polls.
         """
         ids = sorted({draft.group_id for draft, _ in batch})
         starving = [g for g in ids if worker.deferrals.get(g, 0) >= PATIENCE]
-        locked: set[int] = set()
         if starving:
-            await writer.wait_lock(starving[0])
-            locked.add(starving[0])
-        locked |= await writer.try_lock([g for g in ids if g not in locked])
-        if not locked:
+            await writer.wait_lock(starving[0])  # held now, so claimed below
+        claim = await writer.lock_groups(ids)
+        if len(claim.busy) == len(ids):  # nothing claimed, so nothing is held
             await writer.wait_lock(ids[0])
-            locked.add(ids[0])
+            claim = await writer.lock_groups(ids)
         # Deferred items go back to the front, so they are all in the next batch.
-        worker.deferrals = {g: worker.deferrals.get(g, 0) + 1 for g in ids if g not in locked}
-        deferred = [item for item in batch if item[0].group_id not in locked]
+        worker.deferrals = {g: worker.deferrals.get(g, 0) + 1 for g in claim.busy}
+        deferred = [item for item in batch if item[0].group_id in claim.busy]
         worker.queue.extendleft(reversed(deferred))  # ahead of newer sends, in order
-        return [item for item in batch if item[0].group_id in locked]
+        return [item for item in batch if item[0].group_id not in claim.busy], claim.state
 
     async def _unlock(self, worker: _Worker) -> None:
         """Release the publish locks; a writer that cannot is dropped, which releases them too."""
@@ -257,21 +261,22 @@ class Sequencer:
 
     # --- the transaction ------------------------------------------------------------
 
-    async def _write(self, writer: Writer, drafts: Sequence[Draft]) -> _Outcome:
+    async def _write(self, writer: Writer, drafts: Sequence[Draft], state: GroupState) -> _Outcome:
+        """Read, decide and store, in the transaction that locked the groups' rows.
+
+        The rows were locked first, by :meth:`_lock`: every read here is then current,
+        since kicks and joins take the same row lock.
+        """
         now = time.time()
-        # Lock the groups' rows first: every later read in this transaction is then
-        # current, since kicks and joins take the same row lock.
-        state = await writer.lock_groups(sorted({d.group_id for d in drafts}))
         targets = await writer.targets(
             {(d.group_id, d.recall_seq) for d in drafts if d.kind == rules.RECALL and d.recall_seq}
         )
         pairs = {(d.group_id, d.user_id) for d in drafts}
         pairs |= {(g, t.sender_id) for (g, _), t in targets.items()}
-        roster = await writer.members(pairs)
-        known = await writer.client_ids(
-            {(d.group_id, d.user_id, d.client_msg_id) for d in drafts if d.client_msg_id}
+        found = await writer.lookup(
+            pairs, {(d.group_id, d.user_id, d.client_msg_id) for d in drafts if d.client_msg_id}
         )
-        outcome = self._decide(drafts, state, roster, known, targets, now)
+        outcome = self._decide(drafts, state, found, targets, now)
         if outcome.changes.rows:
             await writer.store(outcome.changes)
         return outcome
@@ -280,12 +285,12 @@ class Sequencer:
         self,
         drafts: Sequence[Draft],
         state: GroupState,
-        roster: dict[tuple[int, str], rules.Member],
-        known: dict[tuple[int, str, str], int],
+        found: Lookup,
         targets: dict[tuple[int, int], rules.Sent],
         now: float,
     ) -> _Outcome:
         """Accept or refuse each draft in order and hand out seqs (no I/O)."""
+        roster, known = found.roster, found.known
         outcome = _Outcome()
         changes = outcome.changes
         next_seq = {g: last for g, (last, _) in state.items()}

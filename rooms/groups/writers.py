@@ -1,17 +1,23 @@
 """The write path's SQL, one implementation per dialect behind one small interface.
 
 Each sequencer worker owns one :class:`Writer` (one connection) and runs a batch as:
-``try_lock`` → ``transaction`` { ``lock_groups`` → ``members`` / ``client_ids`` /
-``targets`` → ``store`` } → publish → ``unlock``. The batch logic in the
-sequencer is the same for every dialect; only these statements differ.
+``transaction`` { ``lock_groups`` → (``targets``) → ``lookup`` → ``store`` } → publish →
+``unlock``. The batch logic in the sequencer is the same for every dialect; only these
+statements differ.
 
 * :class:`PostgresWriter` talks to asyncpg directly with fixed statements that take
   a batch as one JSON parameter (``json_to_recordset``), so a batch of any size is a
   handful of prepared statements and almost no per-row work in Python. The SQLAlchemy path cost
   about 0.4 ms of CPU per message here, which capped a process near 1,000 sends/s.
-  It also owns the cross-process publish order: session advisory locks per group.
+  It also owns the cross-process publish order: session advisory locks per group,
+  taken in the statement that locks the rows. Each statement is a round trip that
+  also waits its turn in a busy event loop, and a send waits for the batch in
+  progress and then its own, so a batch is as few of them as the order allows:
+  BEGIN, locks, reads, store, COMMIT, then (after the publish) unlock — six where
+  there used to be eight.
 * :class:`SqlWriter` uses SQLAlchemy Core on the shared engine (SQLite): one
-  process writes, so there is nothing to lock across processes.
+  process writes, so there is nothing to lock across processes, and its steps stay
+  separate statements (each an aiosqlite call, not a network round trip).
 """
 
 from __future__ import annotations
@@ -50,6 +56,26 @@ GroupState = dict[int, tuple[int, bool]]
 
 
 @dataclass(slots=True)
+class Claim:
+    """What :meth:`Writer.lock_groups` got: the groups now locked, and those left alone."""
+
+    #: The locked groups' rows; a group that does not exist is not in it.
+    state: GroupState
+    #: Groups whose publish lock another process holds: neither locked nor read.
+    busy: set[int]
+
+
+@dataclass(slots=True)
+class Lookup:
+    """The reads a batch's decisions need, once its groups are locked."""
+
+    #: (group id, user id) -> their membership, for the senders (and recalled authors).
+    roster: dict[tuple[int, str], rules.Member]
+    #: (group id, sender, client_msg_id) -> seq of the messages already stored.
+    known: dict[tuple[int, str, str], int]
+
+
+@dataclass(slots=True)
 class Changes:
     """Everything one batch writes, in one transaction."""
 
@@ -64,29 +90,28 @@ class Changes:
 
 
 class Writer(Protocol):
-    async def try_lock(self, ids: list[int]) -> set[int]:
-        """The ids whose cross-process publish lock this writer now holds (none waited for)."""
-
-    async def wait_lock(self, group_id: int) -> None:
-        """Wait for one group's publish lock (call while holding no other)."""
-
-    async def unlock(self) -> None: ...
-
     def transaction(self) -> Any:
         """An async context manager: commit on success, roll back on error."""
 
-    async def lock_groups(self, ids: list[int]) -> GroupState:
-        """Lock the groups' rows for this transaction; missing groups are left out."""
+    async def wait_lock(self, group_id: int) -> None:
+        """Wait for one group's publish lock (call while holding no lock)."""
 
-    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]: ...
+    async def lock_groups(self, ids: list[int]) -> Claim:
+        """Take the publish lock of each group that is free, then lock those groups' rows.
 
-    async def client_ids(self, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], int]:
-        """(group, sender, client_msg_id) -> seq of those already stored."""
+        A group whose publish lock is busy elsewhere is not waited for: it is in ``busy``.
+        """
+
+    async def lookup(self, pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]) -> Lookup:
+        """The memberships of ``pairs`` and the stored seqs of ``keys`` (client_msg_ids)."""
 
     async def targets(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], rules.Sent]:
         """The stored messages that recalls in this batch point at."""
 
     async def store(self, changes: Changes) -> None: ...
+
+    async def unlock(self) -> None:
+        """Release every publish lock this writer holds."""
 
     async def close(self) -> None: ...
 
@@ -105,24 +130,40 @@ async def open_writer(db: Database) -> Writer:
 
 # --- PostgreSQL -------------------------------------------------------------------------
 
-_TRY_LOCK = "SELECT g FROM unnest($1::bigint[]) AS t(g) WHERE pg_try_advisory_lock($2, (g % $3)::int)"
 _WAIT_LOCK = "SELECT pg_advisory_lock($1, ($2::bigint % $3)::int)"
 _UNLOCK = "SELECT pg_advisory_unlock_all()"
+# The publish locks and the row locks in one round trip. The try-locks run once per
+# requested id, in a materialized CTE, before any row is touched: in a plain WHERE the
+# planner may order the quals or scan the table so that other groups get tried (and
+# kept), and the re-check of a row updated meanwhile would take its lock again. Only
+# claimed groups are row-locked; the first arm names them, so a claimed group without
+# a row (it does not exist) is told apart from a busy one. Waiting for a row lock while
+# holding publish locks cannot deadlock: the other holders of row locks are joins and
+# kicks, which take no publish lock, or writers of other groups.
 # FOR NO KEY UPDATE conflicts with joins and kicks (they update the row) but not with
 # the foreign-key checks of the inserts below.
-_LOCK_GROUPS = (
-    "SELECT id, last_seq, muted_all FROM chat_groups WHERE id = ANY($1::bigint[]) FOR NO KEY UPDATE"
+_LOCK_GROUPS = """
+WITH claimed AS MATERIALIZED (
+  SELECT g FROM unnest($1::bigint[]) AS t(g) WHERE pg_try_advisory_lock($2, (g % $3)::int)
 )
+SELECT g AS id, NULL::bigint AS last_seq, NULL::boolean AS muted_all FROM claimed
+UNION ALL
+SELECT * FROM (
+  SELECT c.id, c.last_seq, c.muted_all FROM chat_groups c JOIN claimed ON c.id = claimed.g
+  FOR NO KEY UPDATE OF c
+) AS locked
+"""
 # Batches travel as one JSON parameter each (json_to_recordset): asyncpg encodes
 # arrays element by element in Python, a JSON string is built in C by orjson.
-_MEMBERS = """
-SELECT m.group_id, m.user_id, m.role, m.muted_until
+# Memberships and earlier client_msg_ids in one round trip; a row with a seq is a
+# stored message.
+_LOOKUP = """
+SELECT m.group_id, m.user_id, m.role, m.muted_until, NULL::bigint AS seq, NULL AS client_msg_id
 FROM group_members m JOIN json_to_recordset($1::json) AS p(g bigint, u text)
   ON m.group_id = p.g AND m.user_id = p.u
-"""
-_CLIENT_IDS = """
-SELECT m.group_id, m.sender_id, m.client_msg_id, m.seq
-FROM group_messages m JOIN json_to_recordset($1::json) AS k(g bigint, u text, c text)
+UNION ALL
+SELECT m.group_id, m.sender_id, NULL, NULL, m.seq, m.client_msg_id
+FROM group_messages m JOIN json_to_recordset($2::json) AS k(g bigint, u text, c text)
   ON m.group_id = k.g AND m.client_msg_id = k.c AND m.sender_id = k.u
 """
 _TARGETS = """
@@ -177,38 +218,41 @@ class PostgresWriter:
         conn = await asyncpg.connect(dsn, timeout=PG_TIMEOUT_S, command_timeout=PG_TIMEOUT_S)
         return cls(conn)
 
-    async def try_lock(self, ids: list[int]) -> set[int]:
-        rows = await self._conn.fetch(_TRY_LOCK, ids, LOCK_CLASS, KEY_MOD)
-        return {int(r[0]) for r in rows}
-
-    async def wait_lock(self, group_id: int) -> None:
-        # The holder keeps the lock through a transaction and a bounded publish.
-        await self._conn.execute(_WAIT_LOCK, LOCK_CLASS, group_id, KEY_MOD, timeout=LOCK_WAIT_S)
-
-    async def unlock(self) -> None:
-        await self._conn.execute(_UNLOCK)
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         async with self._conn.transaction():
             yield
 
-    async def lock_groups(self, ids: list[int]) -> GroupState:
-        rows = await self._conn.fetch(_LOCK_GROUPS, ids)
-        return {int(r["id"]): (int(r["last_seq"]), bool(r["muted_all"])) for r in rows}
+    async def wait_lock(self, group_id: int) -> None:
+        # The holder keeps the lock through a transaction and a bounded publish.
+        await self._conn.execute(_WAIT_LOCK, LOCK_CLASS, group_id, KEY_MOD, timeout=LOCK_WAIT_S)
 
-    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
-        rows = await self._conn.fetch(_MEMBERS, _json([{"g": g, "u": u} for g, u in pairs]))
-        return {
-            (int(r["group_id"]), r["user_id"]): rules.Member(r["user_id"], r["role"], r["muted_until"])
-            for r in rows
-        }
+    async def lock_groups(self, ids: list[int]) -> Claim:
+        rows = await self._conn.fetch(_LOCK_GROUPS, ids, LOCK_CLASS, KEY_MOD)
+        claimed: set[int] = set()
+        state: GroupState = {}
+        for r in rows:
+            if r["last_seq"] is None:  # the first arm: this group was claimed
+                claimed.add(int(r["id"]))
+            else:
+                state[int(r["id"])] = (int(r["last_seq"]), bool(r["muted_all"]))
+        return Claim(state, set(ids) - claimed)
 
-    async def client_ids(self, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], int]:
-        if not keys:
-            return {}
-        rows = await self._conn.fetch(_CLIENT_IDS, _json([{"g": g, "u": u, "c": c} for g, u, c in keys]))
-        return {(int(r["group_id"]), r["sender_id"], r["client_msg_id"]): int(r["seq"]) for r in rows}
+    async def lookup(self, pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]) -> Lookup:
+        rows = await self._conn.fetch(
+            _LOOKUP,
+            _json([{"g": g, "u": u} for g, u in pairs]),
+            _json([{"g": g, "u": u, "c": c} for g, u, c in keys]),
+        )
+        found = Lookup({}, {})
+        for r in rows:
+            if r["seq"] is None:
+                found.roster[(int(r["group_id"]), r["user_id"])] = rules.Member(
+                    r["user_id"], r["role"], r["muted_until"]
+                )
+            else:
+                found.known[(int(r["group_id"]), r["user_id"], r["client_msg_id"])] = int(r["seq"])
+        return found
 
     async def targets(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], rules.Sent]:
         if not keys:
@@ -244,6 +288,9 @@ class PostgresWriter:
             _json([{"g": g, "u": u, "s": s} for (g, u), s in changes.read_upto.items()]),
         )
 
+    async def unlock(self) -> None:
+        await self._conn.execute(_UNLOCK)
+
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self._conn.close(), PG_TIMEOUT_S)
@@ -274,19 +321,13 @@ class SqlWriter:
     async def connect(cls, db: Database) -> SqlWriter:
         return cls(await db.engine.connect())
 
-    async def try_lock(self, ids: list[int]) -> set[int]:
-        return set(ids)
+    def transaction(self) -> Any:
+        return self._conn.begin()
 
     async def wait_lock(self, group_id: int) -> None:
         return None
 
-    async def unlock(self) -> None:
-        return None
-
-    def transaction(self) -> Any:
-        return self._conn.begin()
-
-    async def lock_groups(self, ids: list[int]) -> GroupState:
+    async def lock_groups(self, ids: list[int]) -> Claim:
         # A no-op update: on SQLite the first write takes the database's write lock,
         # so every read after it in this transaction is current.
         result = await self._conn.execute(
@@ -295,9 +336,12 @@ class SqlWriter:
             .values(last_seq=groups.c.last_seq)
             .returning(groups.c.id, groups.c.last_seq, groups.c.muted_all)
         )
-        return {int(r.id): (int(r.last_seq), bool(r.muted_all)) for r in result}
+        return Claim({int(r.id): (int(r.last_seq), bool(r.muted_all)) for r in result}, set())
 
-    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
+    async def lookup(self, pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]) -> Lookup:
+        return Lookup(await self._members(pairs), await self._client_ids(keys))
+
+    async def _members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
         result = await self._conn.execute(
             sa.select(members.c.group_id, members.c.user_id, members.c.role, members.c.muted_until).where(
                 sa.tuple_(members.c.group_id, members.c.user_id).in_(list(pairs))
@@ -305,7 +349,7 @@ class SqlWriter:
         )
         return {(int(r.group_id), r.user_id): rules.Member(r.user_id, r.role, r.muted_until) for r in result}
 
-    async def client_ids(self, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], int]:
+    async def _client_ids(self, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str, str], int]:
         if not keys:
             return {}
         result = await self._conn.execute(
@@ -361,6 +405,9 @@ class SqlWriter:
             .values(read_seq=sa.bindparam("s")),
             [{"g": g, "u": u, "s": s} for (g, u), s in changes.read_upto.items()],
         )
+
+    async def unlock(self) -> None:
+        return None
 
     async def close(self) -> None:
         await self._conn.close()

@@ -1,0 +1,112 @@
+"""The PostgreSQL write path's locks: which groups a batch takes, and when it lets go.
+
+A second session stands in for another process: it holds a group's publish lock, or
+probes the locks the writer holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from rooms.groups import GroupSettings
+from rooms.groups.sequencer import Draft
+from rooms.groups.writers import KEY_MOD, LOCK_CLASS, Changes, PostgresWriter
+from tests.test_groups_api import running
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def other(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(_dsn(postgres_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _try_lock(conn: asyncpg.Connection, group_id: int) -> bool:
+    """Take a group's publish lock if it is free (and keep it)."""
+    got: bool = await conn.fetchval(
+        "SELECT pg_try_advisory_lock($1, ($2::bigint % $3)::int)", LOCK_CLASS, group_id, KEY_MOD
+    )
+    return got
+
+
+async def _row_free(conn: asyncpg.Connection, group_id: int) -> bool:
+    """Whether a group's row could be locked now (NOWAIT, then rolled back)."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM chat_groups WHERE id = $1 FOR UPDATE NOWAIT", group_id)
+    except asyncpg.exceptions.LockNotAvailableError:
+        return False
+    return True
+
+
+async def test_a_busy_group_is_neither_locked_nor_read_and_locks_outlive_the_commit(
+    postgres_url: str, other: asyncpg.Connection
+) -> None:
+    async with running(postgres_url) as server:
+        free, busy = await server.group_with("owner"), await server.group_with("owner")
+    assert await _try_lock(other, busy)
+    writer = await PostgresWriter.connect(postgres_url)
+    try:
+        async with writer.transaction():
+            claim = await writer.lock_groups([free, busy, 10**9])
+            assert claim.busy == {busy}
+            assert set(claim.state) == {free}  # the missing group is claimed but has no row
+            assert not await _row_free(other, free)
+            assert await _row_free(other, busy)
+        assert not await _try_lock(other, free), "the publish lock ends with unlock, not commit"
+        await writer.unlock()
+        assert await _try_lock(other, free)
+    finally:
+        await writer.close()
+
+
+async def test_an_error_rolls_back_and_the_writer_stays_usable(postgres_url: str) -> None:
+    async with running(postgres_url) as server:
+        gid = await server.group_with("owner")
+    writer = await PostgresWriter.connect(postgres_url)
+    try:
+        with pytest.raises(RuntimeError):
+            async with writer.transaction():
+                claim = await writer.lock_groups([gid])
+                await writer.store(Changes(last_seq={gid: claim.state[gid][0] + 5}))
+                raise RuntimeError("the batch failed")
+        await writer.unlock()
+        assert writer.alive()
+        async with writer.transaction():
+            assert (await writer.lock_groups([gid])).state[gid][0] == 0
+        await writer.unlock()
+    finally:
+        await writer.close()
+
+
+def _draft(gid: int, text: str) -> Draft:
+    return Draft(gid, "owner", "Owner", "text", text, client_msg_id=text)
+
+
+async def test_a_batch_defers_the_group_another_process_holds_and_stores_the_rest(
+    postgres_url: str, other: asyncpg.Connection
+) -> None:
+    async with running(postgres_url, GroupSettings(commit_workers=1)) as server:
+        held, free = await server.group_with("owner"), await server.group_with("owner")
+        assert await _try_lock(other, held)
+        submit = server.chats.sequencer.submit
+        # Queued in one tick, so they share the first batch.
+        waiting = asyncio.ensure_future(submit(_draft(held, "late")))
+        sent = await asyncio.gather(*(submit(_draft(free, f"f{i}")) for i in range(3)))
+        assert [r.seq for r in sent] == [1, 2, 3]
+        await asyncio.sleep(0.2)  # the next batch, the held group alone, now waits for its lock
+        assert not waiting.done()
+        await other.execute("SELECT pg_advisory_unlock_all()")
+        assert (await asyncio.wait_for(waiting, 5)).seq == 1
+        assert (await submit(_draft(held, "next"))).seq == 2
