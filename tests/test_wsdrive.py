@@ -1,4 +1,4 @@
-"""The native load driver (benchmarks/native/wsdrive.c): built here, run against a real
+"""The native load driver (loadtest/native/wsdrive.c): built here, run against a real
 `livemart serve` and against a scripted server that splits, fragments and interleaves
 frames the way a real one may."""
 
@@ -8,7 +8,6 @@ import json
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,11 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from loadtest import native
 from tests.processes import TEST_API_KEY, TEST_SECRET, ProcessGroup, token
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import native
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@
  *                   [--duration S] [--drain S] [--expect TOTAL] [--control]
  *   wsdrive command --url ws://H:P/ws --conns N [--tokens FILE] [--args FILE]
  *                   [--setup TEMPLATE]... --template T --rate R --duration S
- *                   [--drain S] [--ok-file FILE] [--key-prefix P]
+ *                   [--drain S] [--ok-file FILE [--ok-conn]] [--key-prefix P]
  *
  * listen: opens N connections (at most --concurrency handshakes at once), runs the setup
  * commands on each (a subscribe, say: each waits for its reply; an `unavailable` reply or
@@ -29,7 +29,9 @@
  * %DUE% (due time, microseconds since the epoch, for markers). Markers in the pushes
  * these connections receive are counted as in listen mode (`delivery_latency_ms`); with
  * --markers-per-ok M the drain also waits for M of them per ok reply (a group message
- * owed to M subscribed members).
+ * owed to M subscribed members). --ok-file keeps every ok reply, one a line; with --ok-conn
+ * each line starts with the index of the connection that got it and a tab, so a caller
+ * can tell which user (token line) was granted what.
  *
  * Once running, the loop wakes once per --tick-ms (1 ms) and then reads everything ready
  * and fires everything due: on loopback a wake-up per reply cost more than the reply.
@@ -236,7 +238,7 @@ static struct {
     int has_command;
     double rate, duration, drain, tick_ms;
     long long every, expect, per_ok;
-    int control;
+    int control, ok_conn;
     const char *ok_file;
 } opt;
 
@@ -287,7 +289,7 @@ static void usage(void) {
           "  --drain S       time for late deliveries or replies (5)\n"
           "  --tick-ms T     once running, wake at most every T ms (1; 0: at every event)\n"
           "  listen:  --every n (sample every n-th marker, 1), --expect TOTAL, --control\n"
-          "  command: --template T, --rate R, --ok-file FILE, --key-prefix P,\n"
+          "  command: --template T, --rate R, --ok-file FILE [--ok-conn], --key-prefix P,\n"
           "           --markers-per-ok M (drain until each ok reply's M pushes arrived too)\n",
           stderr);
     exit(2);
@@ -309,6 +311,7 @@ static void parse_args(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--control") == 0) { opt.control = 1; continue; }
+        if (strcmp(a, "--ok-conn") == 0) { opt.ok_conn = 1; continue; }
         if (i + 1 >= argc) usage();
         const char *v = argv[++i];
         if (strcmp(a, "--url") == 0) url = v;
@@ -600,6 +603,7 @@ static void on_command_reply(conn_t *c, long long id, const char *code, size_t c
         st.ok++;
         tally(&st.outcomes, "ok");
         if (ok_out) {
+            if (opt.ok_conn) fprintf(ok_out, "%d\t", c->index);
             fwrite(p, 1, n, ok_out);
             fputc('\n', ok_out);
         }
