@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 from loadtest.frames import Protocol
 
 SCENARIOS = ("viewers", "comments", "flashsale", "groups")
+DRIVERS = ("python", "native")
+NATIVE_SCENARIOS = ("flashsale", "groups")
+"""Scenarios the native driver (wsdrive) can send and receive for."""
 
 MAX_CONNECTIONS = 100_000
 MAX_DURATION_S = 3600.0
@@ -46,6 +49,8 @@ class Options:
     groups: int
     json_path: str | None
     plot_path: str | None
+    driver: str
+    """`python` (the workers) or `native` (one wsdrive process does the socket work)."""
 
     @property
     def ws_url(self) -> str:
@@ -93,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--groups", type=_bounded(int, 1, 10_000), default=1, help="groups: groups (default 1)")
     arg("--json", dest="json_path", metavar="FILE", help="also write the summary to FILE")
     arg("--plot", dest="plot_path", metavar="FILE.png", help="draw latency and delivered/s")
+    arg("--driver", choices=DRIVERS, default="python",
+        help="who sends and receives: python workers (default) or native, the C driver wsdrive "
+        f"({' and '.join(NATIVE_SCENARIOS)} only; needs a C compiler)")  # fmt: skip
 
 
 def from_namespace(ns: argparse.Namespace) -> Options:
@@ -112,6 +120,8 @@ def from_namespace(ns: argparse.Namespace) -> Options:
         raise OptionsError("--rooms cannot exceed --viewers")
     if ns.scenario == "groups" and ns.groups > ns.viewers:
         raise OptionsError("--groups cannot exceed --viewers (each group needs an owner)")
+    if ns.driver == "native":
+        _check_native(ns, parts.scheme)
     return Options(
         scenario=ns.scenario,
         url=ns.url.rstrip("/"),
@@ -129,4 +139,22 @@ def from_namespace(ns: argparse.Namespace) -> Options:
         groups=int(ns.groups),
         json_path=ns.json_path,
         plot_path=ns.plot_path,
+        driver=ns.driver,
     )
+
+
+def _check_native(ns: argparse.Namespace, scheme: str) -> None:
+    """What wsdrive cannot do is refused before anything is created on the server."""
+    if ns.scenario not in NATIVE_SCENARIOS:
+        raise OptionsError(
+            f"--driver native supports the {' and '.join(NATIVE_SCENARIOS)} scenarios, "
+            f"not {ns.scenario}: use --driver python"
+        )
+    if scheme != "http":
+        raise OptionsError("--driver native speaks plain ws:// only: give an http:// --url")
+    if ns.protocol != "json":
+        raise OptionsError("--driver native speaks the json subprotocol only")
+    if ns.workers != 1:
+        raise OptionsError("--driver native is one process: --workers does not apply")
+    if ns.ramp:
+        raise OptionsError("--driver native opens connections as fast as it can: --ramp does not apply")

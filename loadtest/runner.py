@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -156,10 +156,14 @@ class Progress:
 
 def run(opts: Options) -> int:
     """A whole run; prints the summary line and returns the exit status."""
+    if opts.driver == "native":
+        from loadtest.native.run import run as run_native  # builds and runs the C driver
+
+        return run_native(opts)
     scenario = SCENARIOS[opts.scenario]
     run_id = secrets.token_hex(4)
     try:
-        plan = asyncio.run(_with_api(opts.url, lambda api: scenario.prepare(opts, api, run_id)))
+        plan = asyncio.run(with_api(opts.url, lambda api: scenario.prepare(opts, api, run_id)))
     except SetupError as exc:
         print(f"loadtest: setup failed: {exc}", file=sys.stderr)
         return 1
@@ -179,8 +183,17 @@ def run(opts: Options) -> int:
         totals.errors["worker_failed"] += len(execution.failures)
         for reason in execution.failures:
             print(f"loadtest: worker failed: {reason}", file=sys.stderr)
-    extra = asyncio.run(_with_api(opts.url, lambda api: scenario.finish(plan, api, totals)))
-    result = summary.build(plan, totals, scenario.expected(plan, totals), extra)
+    extra = asyncio.run(with_api(opts.url, lambda api: scenario.finish(plan, api, totals)))
+    emit(summary.build(plan, totals, scenario.expected(plan, totals), extra), opts)
+    if opts.plot_path:
+        from loadtest.plot import draw  # matplotlib is slow to import; only load it when asked
+
+        draw(totals.seconds, opts.plot_path, title=f"livemart loadtest {opts.scenario}")
+    return 1 if execution.failures else 0
+
+
+def emit(result: dict[str, Any], opts: Options) -> None:
+    """Print the summary line, and write it to --json FILE when asked."""
     line = orjson.dumps(result).decode()
     try:
         print(line, flush=True)
@@ -189,14 +202,9 @@ def run(opts: Options) -> int:
     if opts.json_path:
         with open(opts.json_path, "w", encoding="utf-8") as out:
             out.write(line + "\n")
-    if opts.plot_path:
-        from loadtest.plot import draw  # matplotlib is slow to import; only load it when asked
-
-        draw(totals.seconds, opts.plot_path, title=f"livemart loadtest {opts.scenario}")
-    return 1 if execution.failures else 0
 
 
-async def _with_api(url: str, work: Callable[[HttpClient], Awaitable[T]]) -> T:
+async def with_api(url: str, work: Callable[[HttpClient], Awaitable[T]]) -> T:
     """Run `work` with a setup client that is closed afterwards."""
     api = HttpClient(url)
     try:

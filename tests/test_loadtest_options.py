@@ -10,6 +10,8 @@ from loadtest.cli import register
 from loadtest.options import SCENARIOS, OptionsError, from_namespace
 from loadtest.scenarios import SCENARIOS as IMPLEMENTED
 
+NATIVE = ["--secret", "s", "--driver", "native"]
+
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="livemart")
@@ -34,6 +36,7 @@ def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert (opts.viewers, opts.rooms, opts.rate, opts.duration, opts.workers) == (100, 1, 10.0, 10.0, 1)
     assert (opts.secret, opts.api_key, opts.protocol) == ("from-env", "key-from-env", "json")
+    assert opts.driver == "python"
 
 
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,6 +83,11 @@ def test_out_of_bounds_values_are_usage_errors(argv: list[str]) -> None:
         (["comments", "--url", "ws://h:1", "--secret", "s"], "--url"),
         (["comments", "--url", "http://h:1", "--secret", "s", "--viewers", "2", "--workers", "3"], "workers"),
         (["groups", "--url", "http://h:1", "--secret", "s", "--viewers", "2", "--groups", "3"], "groups"),
+        ([*NATIVE, "comments", "--url", "http://h:1"], "flashsale and groups"),
+        ([*NATIVE, "groups", "--url", "https://h:1"], "ws://"),
+        ([*NATIVE, "groups", "--url", "http://h:1", "--protocol", "msgpack"], "json"),
+        ([*NATIVE, "flashsale", "--url", "http://h:1", "--workers", "2"], "workers"),
+        ([*NATIVE, "flashsale", "--url", "http://h:1", "--ramp", "1"], "ramp"),
     ],
 )
 def test_unusable_combinations_name_the_option(

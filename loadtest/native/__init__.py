@@ -96,11 +96,13 @@ def command(
     pinned: Sequence[str] = (),
     timeout_s: float,
     on_ready: Callable[[], None] = lambda: None,
+    log: Callable[[str], object] = sys.stderr.write,
 ) -> dict[str, Any]:
     """Run `wsdrive command ARGS...` to the end, behind `pinned` (e.g. `taskset -c 1`).
 
-    Its progress is copied to this process's stderr; `on_ready` runs when every connection
-    is open, just before sending starts (to read a server's CPU over the run alone).
+    Each line of its progress goes to `log` (this process's stderr by default); `on_ready`
+    runs when every connection is open, just before sending starts (to read a server's
+    CPU over the run alone).
     """
     with subprocess.Popen(
         [*pinned, str(build()), "command", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -110,7 +112,7 @@ def command(
         timer.start()
         try:
             for line in proc.stderr:
-                sys.stderr.write(line)
+                log(line)
                 if line.startswith(READY):
                     on_ready()
             stdout = proc.stdout.read()

@@ -1054,8 +1054,8 @@ int main(int argc, char **argv) {
         printf(",\"cpu_s\":%.3f,\"cpu_s_listening\":%.3f", cpu_end, ready_at ? cpu_end - cpu_ready : 0.0);
     } else {
         double send_s = sent_at ? sent_at - (double)start / 1e6 : 0;
-        printf(",\"rate\":%.3f,\"scheduled\":%lld,\"sent\":%lld,\"replied\":%lld,\"timed_out\":%lld", opt.rate,
-               total, st.sent, st.replied, timed_out);
+        printf(",\"start_at\":%.6f,\"rate\":%.3f,\"scheduled\":%lld,\"sent\":%lld,\"replied\":%lld,"
+               "\"timed_out\":%lld", (double)start / 1e6, opt.rate, total, st.sent, st.replied, timed_out);
         printf(",\"unanswered_closed\":%lld", orphaned);
         /* Over the send window, or until the last reply when replies trail behind. */
         double trail = (double)(st.last_reply - start) / 1e6, window = trail > send_s ? trail : send_s;

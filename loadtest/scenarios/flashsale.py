@@ -9,6 +9,7 @@ delivery, and its latency is the reservation latency.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from loadtest.httpclient import HttpClient
@@ -89,20 +90,32 @@ async def remaining(api: HttpClient, plan: Plan) -> int | None:
 
 
 def sale_summary(plan: Plan, totals: Totals, left: int | None) -> dict[str, Any]:
-    """The flashsale fields: what was held, and whether it adds up."""
+    """The flashsale fields of a run by the Python workers."""
     held: Counter[str] = Counter()
     for extra in totals.extras:
         held.update(extra.get("held", {}))
+    attempts = per_s(sum(totals.sent.values()), totals.sends_s)
+    return sale_fields(plan, held, attempts, totals.counts, left)
+
+
+def sale_fields(
+    plan: Plan,
+    held: Mapping[str, int],
+    attempts_per_s: float | None,
+    counts: Mapping[str, int],
+    left: int | None,
+) -> dict[str, Any]:
+    """The flashsale fields: what was held per buyer, and whether it adds up."""
     reserved = sum(held.values())
     return {
         "stock": plan.stock,
         "reserved": reserved,
         "oversold": max(0, reserved - plan.stock),
         "duplicates": sum(1 for units in held.values() if units > plan.per_user_limit),
-        "attempts_per_s": per_s(sum(totals.sent.values()), totals.sends_s),
+        "attempts_per_s": attempts_per_s,
         "buyers": len(held),
-        "sold_out": totals.counts.get("sold_out", 0),
-        "limit_exceeded": totals.counts.get("limit_exceeded", 0),
+        "sold_out": counts.get("sold_out", 0),
+        "limit_exceeded": counts.get("limit_exceeded", 0),
         "remaining": left,
         "remaining_expected": plan.stock - reserved,
     }
