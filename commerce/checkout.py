@@ -25,7 +25,7 @@ from .announce import PurchaseAnnouncer, StockAnnouncer
 from .catalog import Catalog
 from .entities import CONFIRMED, EXPIRED, HELD, RELEASED, VOID, Order, Reservation, Sale, new_id, now_ms
 from .inputs import ReserveRequest
-from .ledger import Attempt, Level, Outcome, key_field
+from .ledger import Attempt, DueHold, Level, Outcome, key_field
 from .metrics import CommerceMetrics
 from .peers import GroupRoles
 from .reconcile import Reconciler
@@ -128,7 +128,7 @@ class Checkout:
                 await self._reconciler.rebuild(sale.id, reason="missing")
                 continue
             if result.outcome is Outcome.REPLAY:
-                earlier = await self._replayed(sale, user_id, key, result.reservation_id)
+                earlier = await self._replayed(sale, user_id, key, result.reservation_id, request.quantity)
                 if earlier is not None:
                     return ReservationReply(earlier, True)
                 continue
@@ -169,26 +169,30 @@ class Checkout:
         code, message = _REFUSALS[outcome]
         raise ProtocolError(code, message)
 
-    async def _replayed(self, sale: Sale, user_id: str, key: str, reservation_id: str) -> Reservation | None:
+    async def _replayed(
+        self, sale: Sale, user_id: str, key: str, reservation_id: str, quantity: int
+    ) -> Reservation | None:
         """The reservation an earlier request with this key made; None if it never stood.
 
         The earlier request may still be writing its row on another process: wait for it
-        a bounded time rather than answer before the row is durable.
+        a bounded time rather than answer before the row is durable. If the row has not
+        come by then (that process died between the ledger and SQL, or is that slow), fence
+        the hold out with a void row, as the sweeper does at the hold's deadline: whichever
+        row lands first decides, so the buyer is not kept waiting for the whole hold.
         """
         deadline = time.monotonic() + self._settings.replay_wait_s
         while True:
             res = await self._reservations.get(reservation_id)
             if res is not None and res.status != VOID:
                 return res
-            if res is not None:  # voided by the sweeper: the key is free again
+            if res is not None:  # voided (here, or by the sweeper): the key is free again
                 self.units_back(
                     sale, await self._ledger.give_back(sale.id, reservation_id, key=(user_id, key))
                 )
                 return None
             if time.monotonic() >= deadline:
-                raise ProtocolError(
-                    "unavailable", "the first request with this key is still in progress; retry"
-                )
+                await self._reservations.void(sale.id, DueHold(reservation_id, user_id, quantity), now_ms())
+                continue  # read whichever row won
             await asyncio.sleep(REPLAY_POLL_S)
 
     # --- the local sold-out flag ----------------------------------------------------

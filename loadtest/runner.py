@@ -154,6 +154,17 @@ class Progress:
             sys.stderr.write("\n")
 
 
+def prepare(opts: Options) -> Plan | None:
+    """The scenario's set-up through the HTTP API; None, said on stderr, if it failed."""
+    scenario = SCENARIOS[opts.scenario]
+    run_id = secrets.token_hex(4)
+    try:
+        return asyncio.run(with_api(opts.url, lambda api: scenario.prepare(opts, api, run_id)))
+    except SetupError as exc:
+        print(f"loadtest: setup failed: {exc}", file=sys.stderr)
+        return None
+
+
 def run(opts: Options) -> int:
     """A whole run; prints the summary line and returns the exit status."""
     if opts.driver == "native":
@@ -161,11 +172,8 @@ def run(opts: Options) -> int:
 
         return run_native(opts)
     scenario = SCENARIOS[opts.scenario]
-    run_id = secrets.token_hex(4)
-    try:
-        plan = asyncio.run(with_api(opts.url, lambda api: scenario.prepare(opts, api, run_id)))
-    except SetupError as exc:
-        print(f"loadtest: setup failed: {exc}", file=sys.stderr)
+    plan = prepare(opts)
+    if plan is None:
         return 1
     progress = Progress(opts.scenario, sys.stderr.isatty())
     execution = Run(plan, progress)

@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from commerce import Catalog, Commerce, CommerceSettings
+from commerce.entities import now_ms
+from commerce.ledger import Attempt, Outcome
 from commerce.models import reservations, sales
 from commerce.ops import reserve_op
 from commerce.redis_ledger import SaleKeys
@@ -348,6 +350,31 @@ async def test_ws_op_refuses_a_known_sell_out_without_waiting(shop: Shop) -> Non
         await asyncio.sleep(0.02)
     assert await outcome(public["id"], "c") == "at once: sold_out"
     assert await outcome(members["id"], "outsider") == "waited: not_member"  # flagged too
+
+
+async def test_a_replay_of_a_hold_whose_row_never_landed_fences_it_and_holds_again(shop: Shop) -> None:
+    """A process died between the ledger and SQL: the hold is in the ledger, its row is not.
+    The buyer's retry with the same key must not wait for the hold's deadline (minutes):
+    after `replay_wait_s` it is fenced out with a void row and the buyer holds again."""
+    sale = await shop.sale(stock=5, per_user_limit=1)
+    ledger = shop.commerce.catalog.ledger
+    orphan = Attempt(sale["id"], "orphan-reservation", "a", 1, "K", now_ms())
+    assert (await ledger.reserve(orphan)).outcome is Outcome.HELD
+    assert await shop.remaining(sale["id"]) == 4
+    started = time.monotonic()
+    retry = await shop.reserve(sale["id"], "a", key="K")
+    assert retry.status_code == 201, retry.text
+    assert retry.json()["id"] != "orphan-reservation"
+    assert time.monotonic() - started < 10
+    assert await shop.remaining(sale["id"]) == 4  # the orphan's unit came back, the new hold took it
+    again = await shop.reserve(sale["id"], "a", key="K")
+    assert (again.status_code, again.json()["id"]) == (201, retry.json()["id"])
+    async with shop.core.db.begin() as conn:
+        statuses = dict(
+            (await conn.execute(sa.select(reservations.c.id, reservations.c.status).where(
+                reservations.c.sale_id == sale["id"]))).all()
+        )  # fmt: skip
+    assert statuses == {"orphan-reservation": "void", retry.json()["id"]: "held"}
 
 
 async def test_start_up_check_rebuilds_stale_ledger_state(shop: Shop) -> None:

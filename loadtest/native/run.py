@@ -9,7 +9,6 @@ the ok replies it keeps are turned into the same summary line as the Python path
 from __future__ import annotations
 
 import asyncio
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -23,9 +22,8 @@ import orjson
 from loadtest import native, summary
 from loadtest.options import Options
 from loadtest.plan import Plan
-from loadtest.runner import emit, with_api
-from loadtest.scenarios import SCENARIOS, flashsale, groups
-from loadtest.scenarios.base import SetupError
+from loadtest.runner import emit, prepare, with_api
+from loadtest.scenarios import flashsale, groups
 from loadtest.tokens import mint
 
 SUBSCRIBE = '{"id":%ID%,"op":"subscribe","ch":"KIND:%ARG%"}'
@@ -51,12 +49,8 @@ def run(opts: Options) -> int:
     except native.BuildError as exc:
         print(f"loadtest: --driver native: {exc}", file=sys.stderr)
         return 1
-    scenario = SCENARIOS[opts.scenario]
-    run_id = secrets.token_hex(4)
-    try:
-        plan = asyncio.run(with_api(opts.url, lambda api: scenario.prepare(opts, api, run_id)))
-    except SetupError as exc:
-        print(f"loadtest: setup failed: {exc}", file=sys.stderr)
+    plan = prepare(opts)
+    if plan is None:
         return 1
     progress = Progress(opts.scenario, sys.stderr.isatty())
     try:
