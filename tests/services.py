@@ -106,6 +106,17 @@ def find_binary(name: str, package: str) -> str:
     )
 
 
+def answers_ping(port: int) -> bool:
+    """True once a Redis on 127.0.0.1:``port`` answers PING."""
+    client = redis.Redis(port=port, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
 class RedisServer:
     """A private `redis-server` that keeps nothing on disk; stopped and removed by `stop()`."""
 
@@ -130,21 +141,12 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._answers_ping():
+        while not answers_ping(self.port):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 tail = self._log.read_text(errors="replace")[-2000:] if self._log.exists() else ""
                 self.stop()
                 raise RuntimeError(f"redis-server on port {self.port} did not start:\n{tail}")
             time.sleep(0.05)
-
-    def _answers_ping(self) -> bool:
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-        finally:
-            client.close()
 
     def stop(self) -> None:
         if self._proc.poll() is None:
@@ -353,19 +355,10 @@ class RedisClusterNodes:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._ping(port):
+        while not answers_ping(port):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster node {port} did not start")
             time.sleep(0.05)
-
-    def _ping(self, port: int) -> bool:
-        client = redis.Redis(port=port, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-        finally:
-            client.close()
 
     def wait_ok(self) -> None:
         """Until every node reports cluster_state:ok."""
