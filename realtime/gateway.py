@@ -160,12 +160,11 @@ class Connection(asyncio.Protocol):
         frames = self._frames
         assert frames is not None
         for chunk, is_message in frames.feed(data, messages=self._fragments is None):
-            if self._closing:
+            if not is_message:
                 self._to_protocol(chunk)
-            elif is_message:
+            elif not self._closing:
                 self._on_message(chunk)
-            else:
-                self._to_protocol(chunk)
+            # else: a command after our close frame is dropped, as _on_frame drops it
         if frames.stopped or self._closing:
             self._frames = None  # from here on websockets sees the whole stream
 
