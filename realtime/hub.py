@@ -27,6 +27,9 @@ log = logging.getLogger("livemart.hub")
 
 #: Pushes per frame at most; a bigger flush is split so no frame grows unbounded.
 MAX_PUSHES_PER_FRAME = 128
+#: Longest a gap recovery may take before the channel resyncs instead; publications
+#: arriving meanwhile are held, so this also bounds how many wait.
+GAP_RECOVERY_TIMEOUT_S = 10.0
 #: Control events travel through the broker like publications but stop at the hub.
 KICK_EVENT = "$kick"
 
@@ -342,7 +345,8 @@ class Hub:
             if self._recover_gap is not None:
                 try:
                     position = StreamPosition(state.offset, state.epoch)
-                    recovery = await self._recover_gap(state.name, position)
+                    async with asyncio.timeout(GAP_RECOVERY_TIMEOUT_S):  # bounds ``held`` too
+                        recovery = await self._recover_gap(state.name, position)
                 except Exception as exc:  # any failure to recover means: resync
                     log.warning("gap recovery on %s failed: %s", state.name, exc)
         finally:

@@ -9,6 +9,7 @@ import pytest
 from websockets.frames import Frame
 from websockets.streams import StreamReader
 
+from realtime import hub as hub_module
 from realtime.broker import HistoryPolicy, MemoryBroker, Publication, StreamPosition
 from realtime.codec import JSON, MSGPACK, Codec
 from realtime.hub import GapRecovery, Hub
@@ -242,3 +243,23 @@ async def test_a_channel_that_must_resync_gets_nothing_new_before_it(broker: Mem
     release.set()
     await settle(0.01)
     assert sub.frames == [b"CLOSE 4011"]  # the new epoch's event comes with the snapshot
+
+
+async def test_a_recovery_that_hangs_ends_in_a_resync(
+    broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publications are held while a gap is recovered: a recovery that never answers must
+    not hold them forever."""
+    monkeypatch.setattr(hub_module, "GAP_RECOVERY_TIMEOUT_S", 0.05)
+
+    async def never(channel: str, since: StreamPosition) -> GapRecovery:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    hub = Hub(broker, Metrics(), flush_interval_s=0.01, recover_gap=never)
+    sub = Recorder()
+    await joined(hub, sub, "c:hang")
+    hub.on_resubscribed({"c:hang"})
+    await broker.publish(Publication("c:hang", "n", {"i": 1}), history=HISTORY)
+    await settle(0.05)
+    assert sub.frames == [b"CLOSE 4011"]
