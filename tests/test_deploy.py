@@ -59,9 +59,7 @@ def test_compose_accepts_the_file() -> None:
 def test_dashboard_queries_name_metrics_the_server_exports(livemart: ProcessGroup) -> None:
     server = livemart.start(module="tests.coreapp")
     exported = httpx.get(f"{server.url}/metrics").text
-    names = {
-        re.sub(r"_total$", "", name) for name in re.findall(r"^# TYPE (\S+) ", exported, re.MULTILINE)
-    }
+    names = {re.sub(r"_total$", "", name) for name in re.findall(r"^# TYPE (\S+) ", exported, re.MULTILINE)}
     dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
     used = {
         re.sub(r"(_bucket|_total)$", "", name)
