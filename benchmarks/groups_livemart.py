@@ -75,9 +75,26 @@ async def make_groups(url: str, run: str, groups: int, members: int) -> list[tup
     return [(tokens[i % groups][i // groups], ids[i % groups]) for i in range(groups * members)]
 
 
+def write_path(url: str) -> dict[str, float]:
+    """The server's running totals of its group write batches (Prometheus text)."""
+    text = httpx.get(url + "/metrics", timeout=10.0).text
+    wanted = {
+        "livemart_group_batch_size_sum": "sends",
+        "livemart_group_batch_size_count": "batches",
+        "livemart_group_commit_seconds_sum": "batch_s",
+    }
+    totals = dict.fromkeys(wanted.values(), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            totals[wanted[name]] += float(value)
+    return totals
+
+
 def run_point(args: argparse.Namespace, server: Serving) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     connections = asyncio.run(make_groups(server.url, run, args.groups, args.members))
+    before = write_path(server.url)
     with tempfile.TemporaryDirectory() as tmp:
         tokens, groups = Path(tmp) / "tokens", Path(tmp) / "groups"
         tokens.write_text("".join(token + "\n" for token, _ in connections))
@@ -96,6 +113,14 @@ def run_point(args: argparse.Namespace, server: Serving) -> dict[str, Any]:
             on_ready=meter.mark,
         )  # fmt: skip
         result["server_cpu_s"], result["server_cpu"] = meter.read()
+    after = write_path(server.url)
+    batches = after["batches"] - before["batches"]
+    if batches:
+        result["write_batches"] = {
+            "count": int(batches),
+            "mean_size": round((after["sends"] - before["sends"]) / batches, 1),
+            "mean_ms": round((after["batch_s"] - before["batch_s"]) / batches * 1000, 2),
+        }
     acked = result["outcomes"].get("ok", 0)
     (rows,) = server.fetch("SELECT count(*) FROM group_messages WHERE client_msg_id LIKE $1", f"{run}-%")[0]
     expected = acked * args.members if result["connections"]["failed"] == 0 else None
