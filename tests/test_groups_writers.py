@@ -65,8 +65,29 @@ async def test_a_busy_group_is_neither_locked_nor_read_and_locks_outlive_the_com
             assert not await _row_free(other, free)
             assert await _row_free(other, busy)
         assert not await _try_lock(other, free), "the publish lock ends with unlock, not commit"
-        await writer.unlock()
+        await writer.unlock([free, 10**9])
         assert await _try_lock(other, free)
+    finally:
+        await writer.close()
+
+
+async def test_a_lock_taken_twice_is_held_until_both_let_go(
+    postgres_url: str, other: asyncpg.Connection
+) -> None:
+    """A group in two batches in a row stays locked until the later batch is published."""
+    async with running(postgres_url) as server:
+        gid = await server.group_with("owner")
+    writer = await PostgresWriter.connect(postgres_url)
+    try:
+        async with writer.transaction():
+            await writer.lock_groups([gid])
+        async with writer.transaction():  # the next batch, while the first is published
+            assert gid in (await writer.lock_groups([gid])).state
+        async with writer.transaction():  # the first batch is published: let go once
+            assert (await writer.lock_groups([], release=[gid])).busy == set()
+        assert not await _try_lock(other, gid)
+        await writer.unlock([gid])
+        assert await _try_lock(other, gid)
     finally:
         await writer.close()
 
@@ -81,11 +102,11 @@ async def test_an_error_rolls_back_and_the_writer_stays_usable(postgres_url: str
                 claim = await writer.lock_groups([gid])
                 await writer.store(Changes(last_seq={gid: claim.state[gid][0] + 5}))
                 raise RuntimeError("the batch failed")
-        await writer.unlock()
+        await writer.unlock([gid])
         assert writer.alive()
         async with writer.transaction():
             assert (await writer.lock_groups([gid])).state[gid][0] == 0
-        await writer.unlock()
+        await writer.unlock([gid])
     finally:
         await writer.close()
 
@@ -110,3 +131,23 @@ async def test_a_batch_defers_the_group_another_process_holds_and_stores_the_res
         await other.execute("SELECT pg_advisory_unlock_all()")
         assert (await asyncio.wait_for(waiting, 5)).seq == 1
         assert (await submit(_draft(held, "next"))).seq == 2
+
+
+async def test_an_idle_writer_lets_go_of_its_groups_once_they_are_published(
+    postgres_url: str, other: asyncpg.Connection
+) -> None:
+    async with running(postgres_url, GroupSettings(commit_workers=1)) as server:
+        gid = await server.group_with("owner")
+        assert (await server.chats.sequencer.submit(_draft(gid, "one"))).seq == 1
+        for _ in range(100):  # the publish runs after the reply, then the lock goes
+            if await _try_lock(other, gid):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the group stayed locked after its message was published")
+        # Now another process holds it: the next send waits for it, then goes on in order.
+        waiting = asyncio.ensure_future(server.chats.sequencer.submit(_draft(gid, "two")))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await other.execute("SELECT pg_advisory_unlock_all()")
+        assert (await asyncio.wait_for(waiting, 5)).seq == 2

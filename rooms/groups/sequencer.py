@@ -9,13 +9,15 @@ So seqs have no gaps or duplicates whichever process sends, and a group's lock i
 held for one short transaction, never across groups or processes for long.
 
 Replies go out after the commit; the messages are published after that, in seq
-order. Publication order must match seq order across processes too, or a client
-that saw seq 7 before seq 6 would resume after 7 and lose 6. On PostgreSQL a
-session advisory lock per group is therefore taken in the transaction's first
-statement, just before the row lock, and held past the commit until the publish is
-done; a group whose lock another process holds is neither locked nor written but
-left for the next batch rather than waited for. Within a process each group belongs
-to one worker, which keeps its batches in order.
+order, by the worker's publisher task while the worker already commits its next
+batch (at most ``PUBLISH_AHEAD`` batches wait to be published). Publication order
+must match seq order across processes too, or a client that saw seq 7 before seq 6
+would resume after 7 and lose 6. On PostgreSQL a session advisory lock per group is
+therefore taken in the transaction's first statement, just before the row lock, and
+held past the commit until the publish is done; a group whose lock another process
+holds is neither locked nor written but left for the next batch rather than waited
+for. Within a process each group belongs to one worker, whose publisher keeps its
+batches in order.
 (SQLite needs no advisory lock in the usual single process; several processes
 sharing one SQLite file get gap-free seqs but may publish out of order: see
 docs/groups.md.)
@@ -53,6 +55,8 @@ STOP_TIMEOUT_S = 3.0
 PUBLISH_TIMEOUT_S = 5.0
 #: Batches a group may be put back for (its lock busy elsewhere) before it is waited for.
 PATIENCE = 3
+#: Committed batches a worker may have waiting to be published before it stops committing.
+PUBLISH_AHEAD = 2
 
 
 @dataclass(slots=True)
@@ -82,6 +86,14 @@ _Item = tuple[Draft, asyncio.Future[Receipt]]
 
 
 @dataclass(slots=True)
+class _Stored:
+    """A committed batch waiting to be published: its new rows and the publish locks it took."""
+
+    rows: list[dict[str, Any]]
+    locked: list[int]
+
+
+@dataclass(slots=True)
 class _Worker:
     queue: deque[_Item] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -90,6 +102,11 @@ class _Worker:
     writer: Writer | None = None
     #: group id -> batches in a row that could not lock it (another process had it).
     deferrals: dict[int, int] = field(default_factory=dict)
+    #: Committed batches, published in order by ``publisher`` while the next one commits.
+    outbox: asyncio.Queue[_Stored] = field(default_factory=lambda: asyncio.Queue(PUBLISH_AHEAD))
+    publisher: asyncio.Task[None] | None = None
+    #: Publish locks of published batches, one entry per lock taken; let go with the next claim.
+    released: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -134,6 +151,9 @@ class Sequencer:
     async def start(self) -> None:
         for number, worker in enumerate(self._workers):
             worker.task = asyncio.create_task(self._run(worker), name=f"group-writer-{number}")
+            worker.publisher = asyncio.create_task(
+                self._publish_stored(worker), name=f"group-publisher-{number}"
+            )
 
     async def stop(self) -> None:
         """Finish the batches in hand (bounded), then fail whatever still waits."""
@@ -150,7 +170,18 @@ class Sequencer:
             for _, future in worker.queue:
                 _settle(future, error=ProtocolError("unavailable", "server shutting down"))
             worker.queue.clear()
+        # What was committed is published (bounded) before the locks go with the connections.
+        await asyncio.gather(*(self._stop_publisher(worker) for worker in self._workers))
         await asyncio.gather(*(self._drop_writer(worker) for worker in self._workers))
+
+    async def _stop_publisher(self, worker: _Worker) -> None:
+        if worker.publisher is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await worker.outbox.join()
+        worker.publisher.cancel()
+        await asyncio.gather(worker.publisher, return_exceptions=True)
 
     async def submit(self, draft: Draft) -> Receipt:
         """Queue ``draft``; return once it is committed (or raise why it was refused)."""
@@ -167,6 +198,9 @@ class Sequencer:
     async def _run(self, worker: _Worker) -> None:
         while True:
             if not worker.queue:
+                if worker.released:  # idle: let other processes have these groups now
+                    await self._release(worker)
+                    continue
                 if self._closing:
                     return
                 worker.wake.clear()
@@ -186,6 +220,9 @@ class Sequencer:
             batch = await self._commit_batch(worker, batch)
         except Exception as exc:
             outage = worker.writer is None or worker.writer.is_outage(exc)
+            # Dropping the connection lets go of every publish lock it holds, so the
+            # batches already committed are published first.
+            await self._drain(worker)
             await self._drop_writer(worker)
             if outage:
                 error = ProtocolError("unavailable", "database unavailable")
@@ -198,66 +235,102 @@ class Sequencer:
         self._commit_seconds.observe(time.perf_counter() - started)
 
     async def _commit_batch(self, worker: _Worker, batch: list[_Item]) -> list[_Item]:
-        """Begin, lock, write, commit, reply, publish, unlock; returns the items it handled."""
+        """Lock, write, commit, reply, and queue the batch for publishing.
+
+        Returns the items it handled. The publish runs while the next batch commits;
+        the batch's publish locks are let go once it is published.
+        """
         if worker.writer is not None and not worker.writer.alive():
+            await self._drain(worker)
             await self._drop_writer(worker)  # e.g. the database restarted since the last batch
         if worker.writer is None:
             worker.writer = await open_writer(self._db)
         writer = worker.writer
-        try:
-            async with writer.transaction():
-                batch, state = await self._lock(writer, worker, batch)
-                outcome = await self._write(writer, [draft for draft, _ in batch], state)
-            for index, (_, future) in enumerate(batch):
-                error = outcome.errors.get(index)
-                _settle(future, receipt=outcome.receipts.get(index), error=error)
-            await self._publish(outcome.changes.rows)
-        finally:
-            await self._unlock(worker)
+        async with writer.transaction():
+            batch, state, locked = await self._lock(writer, worker, batch)
+            outcome = await self._write(writer, [draft for draft, _ in batch], state)
+        for index, (_, future) in enumerate(batch):
+            error = outcome.errors.get(index)
+            _settle(future, receipt=outcome.receipts.get(index), error=error)
+        await worker.outbox.put(_Stored(outcome.changes.rows, locked))
         return batch
+
+    async def _publish_stored(self, worker: _Worker) -> None:
+        """Publish the worker's committed batches in commit order, then free their locks."""
+        while True:
+            stored = await worker.outbox.get()
+            try:
+                await self._publish(stored.rows)
+            except Exception:
+                log.exception("publishing a group batch failed; its messages stay stored")
+            worker.released += stored.locked
+            worker.wake.set()
+            worker.outbox.task_done()
+
+    async def _drain(self, worker: _Worker) -> None:
+        """Wait until every committed batch of ``worker`` is published (bounded by each publish)."""
+        if worker.publisher is not None and not worker.publisher.done():
+            await worker.outbox.join()
 
     async def _drop_writer(self, worker: _Worker) -> None:
         """Forget a connection that failed; the next batch opens a fresh one."""
         writer, worker.writer = worker.writer, None
+        worker.released.clear()  # the connection's locks go with it
         if writer is not None:
             with contextlib.suppress(Exception):
                 await writer.close()
 
     async def _lock(
         self, writer: Writer, worker: _Worker, batch: list[_Item]
-    ) -> tuple[list[_Item], GroupState]:
+    ) -> tuple[list[_Item], GroupState, list[int]]:
         """Lock every group in ``batch`` that is free; put the rest back.
 
-        Returns the items of the locked groups and those groups' rows. A group that
-        another process keeps busy is waited for once it has been put back
-        ``PATIENCE`` times, so it cannot starve behind the groups that are free. If
-        none is free, wait for the first one. Either way the wait comes before any
-        other lock is held (the transaction has only begun), so it cannot deadlock,
-        and nothing polls.
+        Returns the items of the locked groups, those groups' rows and the publish
+        locks taken. A group that another process keeps busy is waited for once it
+        has been put back ``PATIENCE`` times, so it cannot starve behind the groups
+        that are free. If none is free, wait for the first one. Either way the wait
+        comes once this worker holds no lock at all (its published batches' locks let
+        go, no row locked yet), so it cannot deadlock, and nothing polls.
         """
         ids = sorted({draft.group_id for draft, _ in batch})
+        waited: list[int] = []
         starving = [g for g in ids if worker.deferrals.get(g, 0) >= PATIENCE]
         if starving:
-            await writer.wait_lock(starving[0])  # held now, so claimed below
-        claim = await writer.lock_groups(ids)
-        if len(claim.busy) == len(ids):  # nothing claimed, so nothing is held
-            await writer.wait_lock(ids[0])
+            waited = await self._wait_lock(writer, worker, starving[0])
+        claim = await writer.lock_groups(ids, release=self._take_released(worker))
+        if not waited and len(claim.busy) == len(ids):  # nothing claimed, so no row is locked
+            waited = await self._wait_lock(writer, worker, ids[0])
             claim = await writer.lock_groups(ids)
         # Deferred items go back to the front, so they are all in the next batch.
         worker.deferrals = {g: worker.deferrals.get(g, 0) + 1 for g in claim.busy}
         deferred = [item for item in batch if item[0].group_id in claim.busy]
         worker.queue.extendleft(reversed(deferred))  # ahead of newer sends, in order
-        return [item for item in batch if item[0].group_id not in claim.busy], claim.state
+        locked = [g for g in ids if g not in claim.busy] + waited
+        return [item for item in batch if item[0].group_id not in claim.busy], claim.state, locked
 
-    async def _unlock(self, worker: _Worker) -> None:
-        """Release the publish locks; a writer that cannot is dropped, which releases them too."""
+    async def _wait_lock(self, writer: Writer, worker: _Worker, group_id: int) -> list[int]:
+        """Wait for one group's publish lock, holding none; returns it, as taken once more."""
+        await self._drain(worker)
+        await writer.unlock(self._take_released(worker))
+        await writer.wait_lock(group_id)
+        return [group_id]
+
+    async def _release(self, worker: _Worker) -> None:
+        """Let go of published batches' locks; a writer that cannot is dropped, which does too."""
         if worker.writer is None:
+            worker.released.clear()
             return
         try:
-            await worker.writer.unlock()
+            await worker.writer.unlock(self._take_released(worker))
         except Exception as exc:
             log.warning("dropping a writer whose locks could not be released: %s", exc)
+            await self._drain(worker)
             await self._drop_writer(worker)
+
+    @staticmethod
+    def _take_released(worker: _Worker) -> list[int]:
+        released, worker.released = worker.released, []
+        return released
 
     # --- the transaction ------------------------------------------------------------
 

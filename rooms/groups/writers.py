@@ -1,20 +1,21 @@
 """The write path's SQL, one implementation per dialect behind one small interface.
 
 Each sequencer worker owns one :class:`Writer` (one connection) and runs a batch as:
-``transaction`` { ``lock_groups`` → (``targets``) → ``lookup`` → ``store`` } → publish →
-``unlock``. The batch logic in the sequencer is the same for every dialect; only these
-statements differ.
+``transaction`` { ``lock_groups`` → (``targets``) → ``lookup`` → ``store`` }; once the
+batch is published its locks are let go by the next ``lock_groups`` (or ``unlock``).
+The batch logic in the sequencer is the same for every dialect; only these statements
+differ.
 
 * :class:`PostgresWriter` talks to asyncpg directly with fixed statements that take
   a batch as one JSON parameter (``json_to_recordset``), so a batch of any size is a
   handful of prepared statements and almost no per-row work in Python. The SQLAlchemy path cost
   about 0.4 ms of CPU per message here, which capped a process near 1,000 sends/s.
   It also owns the cross-process publish order: session advisory locks per group,
-  taken in the statement that locks the rows. Each statement is a round trip that
-  also waits its turn in a busy event loop, and a send waits for the batch in
-  progress and then its own, so a batch is as few of them as the order allows:
-  BEGIN, locks, reads, store, COMMIT, then (after the publish) unlock — six where
-  there used to be eight.
+  taken in the statement that locks the rows, and counted, so a group in two batches
+  in a row stays locked until the later one is published. Each statement is a round
+  trip that also waits its turn in a busy event loop, and a send waits for the batch
+  in progress and then its own, so a batch is as few of them as the order allows:
+  BEGIN, locks (letting go of published batches' locks too), reads, store, COMMIT.
 * :class:`SqlWriter` uses SQLAlchemy Core on the shared engine (SQLite): one
   process writes, so there is nothing to lock across processes, and its steps stay
   separate statements (each an aiosqlite call, not a network round trip).
@@ -23,6 +24,7 @@ statements differ.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ from realtime.storage import Database
 
 from . import rules
 from .tables import groups, members, messages
+
+log = logging.getLogger("livemart.groups")
 
 #: First key of every advisory lock taken here ("lmgr"), so other users of
 #: pg_advisory_lock in the same database pick other classes.
@@ -96,10 +100,12 @@ class Writer(Protocol):
     async def wait_lock(self, group_id: int) -> None:
         """Wait for one group's publish lock (call while holding no lock)."""
 
-    async def lock_groups(self, ids: list[int]) -> Claim:
+    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> Claim:
         """Take the publish lock of each group that is free, then lock those groups' rows.
 
         A group whose publish lock is busy elsewhere is not waited for: it is in ``busy``.
+        ``release`` names publish locks to let go of in the same round trip (see
+        :meth:`unlock`).
         """
 
     async def lookup(self, pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]) -> Lookup:
@@ -110,8 +116,12 @@ class Writer(Protocol):
 
     async def store(self, changes: Changes) -> None: ...
 
-    async def unlock(self) -> None:
-        """Release every publish lock this writer holds."""
+    async def unlock(self, ids: list[int]) -> None:
+        """Let go of publish locks taken by earlier claims, once per entry of ``ids``.
+
+        A lock is counted: a group claimed by two batches in a row is held until both
+        have let go.
+        """
 
     async def close(self) -> None: ...
 
@@ -131,7 +141,7 @@ async def open_writer(db: Database) -> Writer:
 # --- PostgreSQL -------------------------------------------------------------------------
 
 _WAIT_LOCK = "SELECT pg_advisory_lock($1, ($2::bigint % $3)::int)"
-_UNLOCK = "SELECT pg_advisory_unlock_all()"
+_UNLOCK = "SELECT g FROM unnest($1::bigint[]) AS t(g) WHERE NOT pg_advisory_unlock($2, (g % $3)::int)"
 # The publish locks and the row locks in one round trip. The try-locks run once per
 # requested id, in a materialized CTE, before any row is touched: in a plain WHERE the
 # planner may order the quals or scan the table so that other groups get tried (and
@@ -142,6 +152,9 @@ _UNLOCK = "SELECT pg_advisory_unlock_all()"
 # kicks, which take no publish lock, or writers of other groups.
 # FOR NO KEY UPDATE conflicts with joins and kicks (they update the row) but not with
 # the foreign-key checks of the inserts below.
+# The third arm lets go of the locks of published batches ($4, one unlock per entry) and
+# names any that were not held. It runs after the try-locks, so a group in both lists
+# stays held throughout.
 _LOCK_GROUPS = """
 WITH claimed AS MATERIALIZED (
   SELECT g FROM unnest($1::bigint[]) AS t(g) WHERE pg_try_advisory_lock($2, (g % $3)::int)
@@ -152,6 +165,8 @@ SELECT * FROM (
   SELECT c.id, c.last_seq, c.muted_all FROM chat_groups c JOIN claimed ON c.id = claimed.g
   FOR NO KEY UPDATE OF c
 ) AS locked
+UNION ALL
+SELECT g, -1, NULL FROM unnest($4::bigint[]) AS r(g) WHERE NOT pg_advisory_unlock($2, (g % $3)::int)
 """
 # Batches travel as one JSON parameter each (json_to_recordset): asyncpg encodes
 # arrays element by element in Python, a JSON string is built in C by orjson.
@@ -236,13 +251,15 @@ class PostgresWriter:
         # The holder keeps the lock through a transaction and a bounded publish.
         await self._conn.execute(_WAIT_LOCK, LOCK_CLASS, group_id, KEY_MOD, timeout=LOCK_WAIT_S)
 
-    async def lock_groups(self, ids: list[int]) -> Claim:
-        rows = await self._conn.fetch(_LOCK_GROUPS, ids, LOCK_CLASS, KEY_MOD)
+    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> Claim:
+        rows = await self._conn.fetch(_LOCK_GROUPS, ids, LOCK_CLASS, KEY_MOD, release or [])
         claimed: set[int] = set()
         state: GroupState = {}
         for r in rows:
             if r["last_seq"] is None:  # the first arm: this group was claimed
                 claimed.add(int(r["id"]))
+            elif r["last_seq"] < 0:  # the third arm
+                _not_held(int(r["id"]))
             else:
                 state[int(r["id"])] = (int(r["last_seq"]), bool(r["muted_all"]))
         return Claim(state, set(ids) - claimed)
@@ -297,8 +314,10 @@ class PostgresWriter:
             _json([{"g": g, "u": u, "s": s} for (g, u), s in changes.read_upto.items()]),
         )
 
-    async def unlock(self) -> None:
-        await self._conn.execute(_UNLOCK)
+    async def unlock(self, ids: list[int]) -> None:
+        if ids:
+            for r in await self._conn.fetch(_UNLOCK, ids, LOCK_CLASS, KEY_MOD):
+                _not_held(int(r["g"]))
 
     async def close(self) -> None:
         try:
@@ -311,6 +330,10 @@ class PostgresWriter:
 
     def is_outage(self, exc: BaseException) -> bool:
         return isinstance(exc, _PG_OUTAGE) or self._conn.is_closed()
+
+
+def _not_held(group_id: int) -> None:
+    log.error("released the publish lock of group %d, which this writer did not hold", group_id)
 
 
 def _json(value: Any) -> str:
@@ -336,7 +359,7 @@ class SqlWriter:
     async def wait_lock(self, group_id: int) -> None:
         return None
 
-    async def lock_groups(self, ids: list[int]) -> Claim:
+    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> Claim:
         # A no-op update: on SQLite the first write takes the database's write lock,
         # so every read after it in this transaction is current.
         result = await self._conn.execute(
@@ -415,7 +438,7 @@ class SqlWriter:
             [{"g": g, "u": u, "s": s} for (g, u), s in changes.read_upto.items()],
         )
 
-    async def unlock(self) -> None:
+    async def unlock(self, ids: list[int]) -> None:
         return None
 
     async def close(self) -> None:
