@@ -1,7 +1,7 @@
 """The PostgreSQL write path's locks: which groups a batch takes, and when it lets go.
 
-A second session stands in for another process: it holds a group's publish lock, or
-probes the locks the writer holds.
+A second session stands in for another process, or for a kick: it holds a group's
+publish lock, or probes the locks the writer holds.
 """
 
 from __future__ import annotations
@@ -40,17 +40,7 @@ async def _try_lock(conn: asyncpg.Connection, group_id: int) -> bool:
     return got
 
 
-async def _row_free(conn: asyncpg.Connection, group_id: int) -> bool:
-    """Whether a group's row could be locked now (NOWAIT, then rolled back)."""
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT 1 FROM chat_groups WHERE id = $1 FOR UPDATE NOWAIT", group_id)
-    except asyncpg.exceptions.LockNotAvailableError:
-        return False
-    return True
-
-
-async def test_a_busy_group_is_neither_locked_nor_read_and_locks_outlive_the_commit(
+async def test_a_busy_group_is_left_alone_and_locks_outlive_the_store(
     postgres_url: str, other: asyncpg.Connection
 ) -> None:
     async with running(postgres_url) as server:
@@ -59,16 +49,36 @@ async def test_a_busy_group_is_neither_locked_nor_read_and_locks_outlive_the_com
     writer = await PostgresWriter.connect(postgres_url)
     try:
         async with writer.transaction():
-            claim = await writer.lock_groups([free, busy, 10**9])
-            assert claim.busy == {busy}
-            assert set(claim.state) == {free}  # the missing group is claimed but has no row
-            assert not await _row_free(other, free)
-            assert await _row_free(other, busy)
-        assert not await _try_lock(other, free), "the publish lock ends with unlock, not commit"
+            assert await writer.lock_groups([free, busy, 10**9]) == {busy}
+            found = await writer.lookup([free, 10**9], set(), set())
+            assert set(found.state) == {free}  # the missing group is claimed but has no row
+            await writer.store(Changes(last_seq={free: 1}))
+        assert not await _try_lock(other, free), "the publish lock ends with unlock, not the store"
         await writer.unlock([free, 10**9])
         assert await _try_lock(other, free)
     finally:
         await writer.close()
+
+
+async def test_a_kick_waits_for_the_batch_holding_the_group(
+    postgres_url: str, other: asyncpg.Connection
+) -> None:
+    """A kick cannot land between a batch's membership reads and its store and publish."""
+    async with running(postgres_url) as server:
+        gid = await server.group_with("owner", "member")
+        writer = await PostgresWriter.connect(postgres_url)
+        try:
+            assert await writer.lock_groups([gid]) == set()
+            kick = asyncio.ensure_future(server.chats.store.remove(gid, "owner", "member"))
+            await asyncio.sleep(0.3)
+            assert not kick.done(), "the kick went ahead while a batch held the group"
+            found = await writer.lookup([gid], {(gid, "member")}, set())
+            assert (gid, "member") in found.roster
+            await writer.unlock([gid])
+            assert await asyncio.wait_for(kick, 5) is True
+            assert (gid, "member") not in (await writer.lookup([gid], {(gid, "member")}, set())).roster
+        finally:
+            await writer.close()
 
 
 async def test_a_lock_taken_twice_is_held_until_both_let_go(
@@ -79,12 +89,10 @@ async def test_a_lock_taken_twice_is_held_until_both_let_go(
         gid = await server.group_with("owner")
     writer = await PostgresWriter.connect(postgres_url)
     try:
-        async with writer.transaction():
-            await writer.lock_groups([gid])
-        async with writer.transaction():  # the next batch, while the first is published
-            assert gid in (await writer.lock_groups([gid])).state
-        async with writer.transaction():  # the first batch is published: let go once
-            assert (await writer.lock_groups([], release=[gid])).busy == set()
+        assert await writer.lock_groups([gid]) == set()
+        # The next batch, while the first is published; then the first lets go, once.
+        assert await writer.lock_groups([gid]) == set()
+        assert await writer.lock_groups([], release=[gid]) == set()
         assert not await _try_lock(other, gid)
         await writer.unlock([gid])
         assert await _try_lock(other, gid)
@@ -92,20 +100,22 @@ async def test_a_lock_taken_twice_is_held_until_both_let_go(
         await writer.close()
 
 
-async def test_an_error_rolls_back_and_the_writer_stays_usable(postgres_url: str) -> None:
+async def test_a_failed_store_writes_nothing_and_the_writer_stays_usable(postgres_url: str) -> None:
     async with running(postgres_url) as server:
         gid = await server.group_with("owner")
     writer = await PostgresWriter.connect(postgres_url)
     try:
-        with pytest.raises(RuntimeError):
-            async with writer.transaction():
-                claim = await writer.lock_groups([gid])
-                await writer.store(Changes(last_seq={gid: claim.state[gid][0] + 5}))
-                raise RuntimeError("the batch failed")
-        await writer.unlock([gid])
+        await writer.lock_groups([gid])
+        row = {
+            "group_id": gid, "seq": 1, "sender_id": "owner", "sender_name": "Owner", "kind": "text",
+            "text": "hi", "ref": None, "client_msg_id": None, "created_at": 0.0, "recalled_seq": None,
+        }  # fmt: skip
+        # The same seq twice: the insert fails, and with it the head and cursor updates.
+        bad = Changes(rows=[row, row], last_seq={gid: 1}, read_upto={(gid, "owner"): 1})
+        with pytest.raises(asyncpg.exceptions.UniqueViolationError):
+            await writer.store(bad)
         assert writer.alive()
-        async with writer.transaction():
-            assert (await writer.lock_groups([gid])).state[gid][0] == 0
+        assert (await writer.lookup([gid], set(), set())).state[gid][0] == 0
         await writer.unlock([gid])
     finally:
         await writer.close()

@@ -1,23 +1,22 @@
 """The write path: every group message gets its seq here, durably and in order.
 
-Sends are queued per process and committed in batches: one transaction takes every
-send waiting at that moment, for any number of groups. Inside it each group's row is
-locked first, then membership, mutes and duplicate ``client_msg_id``\\s are checked,
-seqs are handed out after the group's ``last_seq``, the messages are inserted and
-``last_seq`` is moved, all in one commit (the SQL is in :mod:`.writers`).
-So seqs have no gaps or duplicates whichever process sends, and a group's lock is
-held for one short transaction, never across groups or processes for long.
+Sends are queued per process and committed in batches: one batch takes every send
+waiting at that moment, for any number of groups. Each group is locked first, then
+membership, mutes and duplicate ``client_msg_id``\\s are checked, seqs are handed out
+after the group's ``last_seq``, and the messages, the new ``last_seq``\\s and read
+cursors are stored in one commit (the SQL is in :mod:`.writers`). So seqs have no
+gaps or duplicates whichever process sends, and a group's lock is held for one short
+batch, never across groups or processes for long.
 
 Replies go out after the commit; the messages are published after that, in seq
 order, by the worker's publisher task while the worker already commits its next
 batch (at most ``PUBLISH_AHEAD`` batches wait to be published). Publication order
 must match seq order across processes too, or a client that saw seq 7 before seq 6
-would resume after 7 and lose 6. On PostgreSQL a session advisory lock per group is
-therefore taken in the transaction's first statement, just before the row lock, and
-held past the commit until the publish is done; a group whose lock another process
-holds is neither locked nor written but left for the next batch rather than waited
-for. Within a process each group belongs to one worker, whose publisher keeps its
-batches in order.
+would resume after 7 and lose 6. On PostgreSQL the group lock is therefore a session
+advisory lock, taken in the batch's first statement and held past the commit until
+the publish is done; a group whose lock another process (or a kick) holds is neither
+read nor written but left for the next batch rather than waited for. Within a process
+each group belongs to one worker, whose publisher keeps its batches in order.
 (SQLite needs no advisory lock in the usual single process; several processes
 sharing one SQLite file get gap-free seqs but may publish out of order: see
 docs/groups.md.)
@@ -45,7 +44,7 @@ from realtime.storage import Database
 from . import rules
 from .events import RoomLookup, channel, event_name, message_data, with_room_status
 from .settings import GroupSettings
-from .writers import Changes, GroupState, Lookup, Writer, open_writer
+from .writers import Changes, Lookup, Writer, open_writer
 
 log = logging.getLogger("livemart.groups")
 
@@ -247,8 +246,8 @@ class Sequencer:
             worker.writer = await open_writer(self._db)
         writer = worker.writer
         async with writer.transaction():
-            batch, state, locked = await self._lock(writer, worker, batch)
-            outcome = await self._write(writer, [draft for draft, _ in batch], state)
+            batch, locked = await self._lock(writer, worker, batch)
+            outcome = await self._write(writer, [draft for draft, _ in batch])
         for index, (_, future) in enumerate(batch):
             error = outcome.errors.get(index)
             _settle(future, receipt=outcome.receipts.get(index), error=error)
@@ -282,31 +281,31 @@ class Sequencer:
 
     async def _lock(
         self, writer: Writer, worker: _Worker, batch: list[_Item]
-    ) -> tuple[list[_Item], GroupState, list[int]]:
+    ) -> tuple[list[_Item], list[int]]:
         """Lock every group in ``batch`` that is free; put the rest back.
 
-        Returns the items of the locked groups, those groups' rows and the publish
-        locks taken. A group that another process keeps busy is waited for once it
-        has been put back ``PATIENCE`` times, so it cannot starve behind the groups
-        that are free. If none is free, wait for the first one. Either way the wait
-        comes once this worker holds no lock at all (its published batches' locks let
-        go, no row locked yet), so it cannot deadlock, and nothing polls.
+        Returns the items of the locked groups and the publish locks taken. A group
+        that another process keeps busy is waited for once it has been put back
+        ``PATIENCE`` times, so it cannot starve behind the groups that are free. If
+        none is free, wait for the first one. Either way the wait comes once this
+        worker holds no lock at all (its published batches' locks let go), so it
+        cannot deadlock, and nothing polls.
         """
         ids = sorted({draft.group_id for draft, _ in batch})
         waited: list[int] = []
         starving = [g for g in ids if worker.deferrals.get(g, 0) >= PATIENCE]
         if starving:
             waited = await self._wait_lock(writer, worker, starving[0])
-        claim = await writer.lock_groups(ids, release=self._take_released(worker))
-        if not waited and len(claim.busy) == len(ids):  # nothing claimed, so no row is locked
+        busy = await writer.lock_groups(ids, release=self._take_released(worker))
+        if not waited and len(busy) == len(ids):
             waited = await self._wait_lock(writer, worker, ids[0])
-            claim = await writer.lock_groups(ids)
+            busy = await writer.lock_groups(ids)
         # Deferred items go back to the front, so they are all in the next batch.
-        worker.deferrals = {g: worker.deferrals.get(g, 0) + 1 for g in claim.busy}
-        deferred = [item for item in batch if item[0].group_id in claim.busy]
+        worker.deferrals = {g: worker.deferrals.get(g, 0) + 1 for g in busy}
+        deferred = [item for item in batch if item[0].group_id in busy]
         worker.queue.extendleft(reversed(deferred))  # ahead of newer sends, in order
-        locked = [g for g in ids if g not in claim.busy] + waited
-        return [item for item in batch if item[0].group_id not in claim.busy], claim.state, locked
+        locked = [g for g in ids if g not in busy] + waited
+        return [item for item in batch if item[0].group_id not in busy], locked
 
     async def _wait_lock(self, writer: Writer, worker: _Worker, group_id: int) -> list[int]:
         """Wait for one group's publish lock, holding none; returns it, as taken once more."""
@@ -332,13 +331,13 @@ class Sequencer:
         released, worker.released = worker.released, []
         return released
 
-    # --- the transaction ------------------------------------------------------------
+    # --- the batch ------------------------------------------------------------------
 
-    async def _write(self, writer: Writer, drafts: Sequence[Draft], state: GroupState) -> _Outcome:
-        """Read, decide and store, in the transaction that locked the groups' rows.
+    async def _write(self, writer: Writer, drafts: Sequence[Draft]) -> _Outcome:
+        """Read, decide and store, once :meth:`_lock` holds the drafts' groups.
 
-        The rows were locked first, by :meth:`_lock`: every read here is then current,
-        since kicks and joins take the same row lock.
+        Every read here is current until the store, since kicks, joins and mutes wait
+        for the same lock (on SQLite: the same transaction's write lock).
         """
         now = time.time()
         targets = await writer.targets(
@@ -347,9 +346,11 @@ class Sequencer:
         pairs = {(d.group_id, d.user_id) for d in drafts}
         pairs |= {(g, t.sender_id) for (g, _), t in targets.items()}
         found = await writer.lookup(
-            pairs, {(d.group_id, d.user_id, d.client_msg_id) for d in drafts if d.client_msg_id}
+            sorted({d.group_id for d in drafts}),
+            pairs,
+            {(d.group_id, d.user_id, d.client_msg_id) for d in drafts if d.client_msg_id},
         )
-        outcome = self._decide(drafts, state, found, targets, now)
+        outcome = self._decide(drafts, found, targets, now)
         if outcome.changes.rows:
             await writer.store(outcome.changes)
         return outcome
@@ -357,13 +358,12 @@ class Sequencer:
     def _decide(
         self,
         drafts: Sequence[Draft],
-        state: GroupState,
         found: Lookup,
         targets: dict[tuple[int, int], rules.Sent],
         now: float,
     ) -> _Outcome:
         """Accept or refuse each draft in order and hand out seqs (no I/O)."""
-        roster, known = found.roster, found.known
+        state, roster, known = found.state, found.roster, found.known
         outcome = _Outcome()
         changes = outcome.changes
         next_seq = {g: last for g, (last, _) in state.items()}

@@ -1,8 +1,11 @@
 """Group state in SQL: groups, membership, invites, read cursors and history reads.
 
-Messages are written only by :mod:`.sequencer`. Every membership change locks the
-group's row first (the same lock the write path takes), so a kick and a send to
-the same group are ordered and the member count never passes the cap.
+Messages are written only by :mod:`.sequencer`. Every change to a group's members or
+settings first takes the group's lock (:func:`.writers.lock_for_change`: on PostgreSQL
+the publish lock the write path holds from its reads until the batch is published,
+and the group's row), so a kick and a send to the same group are ordered, a message
+is never checked against settings that change before it is stored, and the member
+count never passes the cap.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from realtime.storage import Database
 from . import rules
 from .settings import GroupSettings
 from .tables import groups, invites, members, messages
-from .writers import sql_outage
+from .writers import lock_for_change, sql_outage
 
 #: Columns of a group as a member sees it (with their own member row).
 _VIEW = (
@@ -202,6 +205,7 @@ class GroupStore:
 
     async def set_role(self, group_id: int, actor_id: str, target_id: str, role: str) -> None:
         async with self._db.begin() as conn:
+            await _lock_group(conn, group_id)
             actor = await _member(conn, group_id, actor_id)
             target = await _member(conn, group_id, target_id)
             rules.check_set_role(actor, target, role)
@@ -215,6 +219,7 @@ class GroupStore:
         """Mute ``target_id`` for ``seconds`` (0 lifts it); returns when it ends."""
         until = time.time() + seconds if seconds > 0 else None
         async with self._db.begin() as conn:
+            await _lock_group(conn, group_id)
             actor = await _member(conn, group_id, actor_id)
             target = await _member(conn, group_id, target_id)
             rules.check_moderate(actor, target)
@@ -227,6 +232,7 @@ class GroupStore:
 
     async def set_mute_all(self, group_id: int, actor_id: str, muted: bool) -> None:
         async with self._db.begin() as conn:
+            await _lock_group(conn, group_id)
             rules.require_manager(await _member(conn, group_id, actor_id))
             await conn.execute(sa.update(groups).where(groups.c.id == group_id).values(muted_all=muted))
 
@@ -363,7 +369,8 @@ async def _member(conn: AsyncConnection, group_id: int, user_id: str) -> rules.M
 
 
 async def _lock_group(conn: AsyncConnection, group_id: int) -> Row[Any] | None:
-    """Lock the group's row (as the write path does) and return it."""
+    """Take the group's lock against the write path, lock its row, and return it."""
+    await lock_for_change(conn, group_id)
     result = await conn.execute(
         sa.update(groups)
         .where(groups.c.id == group_id)

@@ -10,12 +10,15 @@ differ.
   a batch as one JSON parameter (``json_to_recordset``), so a batch of any size is a
   handful of prepared statements and almost no per-row work in Python. The SQLAlchemy path cost
   about 0.4 ms of CPU per message here, which capped a process near 1,000 sends/s.
-  It also owns the cross-process publish order: session advisory locks per group,
-  taken in the statement that locks the rows, and counted, so a group in two batches
-  in a row stays locked until the later one is published. Each statement is a round
-  trip that also waits its turn in a busy event loop, and a send waits for the batch
-  in progress and then its own, so a batch is as few of them as the order allows:
-  BEGIN, locks (letting go of published batches' locks too), reads, store, COMMIT.
+  It also owns the cross-process publish order: a session advisory lock per group,
+  counted, so a group in two batches in a row stays locked until the later one is
+  published. That lock also orders sends against kicks, mutes and joins
+  (:func:`lock_for_change`), so the reads taken once it is held stay true until the
+  store, and a batch needs no transaction: each statement commits on its own, and
+  the store, one statement, is atomic. Each statement is a round trip that also waits
+  its turn in a busy event loop, and a send waits for the batch in progress and then
+  its own, so a batch is three of them: locks (letting go of published batches'
+  locks too), reads, store. It was eight.
 * :class:`SqlWriter` uses SQLAlchemy Core on the shared engine (SQLite): one
   process writes, so there is nothing to lock across processes, and its steps stay
   separate statements (each an aiosqlite call, not a network round trip).
@@ -60,19 +63,11 @@ GroupState = dict[int, tuple[int, bool]]
 
 
 @dataclass(slots=True)
-class Claim:
-    """What :meth:`Writer.lock_groups` got: the groups now locked, and those left alone."""
-
-    #: The locked groups' rows; a group that does not exist is not in it.
-    state: GroupState
-    #: Groups whose publish lock another process holds: neither locked nor read.
-    busy: set[int]
-
-
-@dataclass(slots=True)
 class Lookup:
     """The reads a batch's decisions need, once its groups are locked."""
 
+    #: The locked groups' rows; a group that does not exist is not in it.
+    state: GroupState
     #: (group id, user id) -> their membership, for the senders (and recalled authors).
     roster: dict[tuple[int, str], rules.Member]
     #: (group id, sender, client_msg_id) -> seq of the messages already stored.
@@ -95,21 +90,26 @@ class Changes:
 
 class Writer(Protocol):
     def transaction(self) -> Any:
-        """An async context manager: commit on success, roll back on error."""
+        """An async context manager: commit on success, roll back on error.
+
+        On PostgreSQL it does nothing: each statement commits on its own.
+        """
 
     async def wait_lock(self, group_id: int) -> None:
         """Wait for one group's publish lock (call while holding no lock)."""
 
-    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> Claim:
-        """Take the publish lock of each group that is free, then lock those groups' rows.
+    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> set[int]:
+        """Take the publish lock of each group that is free; returns the busy ones.
 
-        A group whose publish lock is busy elsewhere is not waited for: it is in ``busy``.
-        ``release`` names publish locks to let go of in the same round trip (see
-        :meth:`unlock`).
+        A group whose publish lock is busy elsewhere is not waited for. ``release``
+        names publish locks to let go of in the same round trip (see :meth:`unlock`).
         """
 
-    async def lookup(self, pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]) -> Lookup:
-        """The memberships of ``pairs`` and the stored seqs of ``keys`` (client_msg_ids)."""
+    async def lookup(
+        self, ids: list[int], pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]
+    ) -> Lookup:
+        """The rows of groups ``ids``, the memberships of ``pairs`` and the stored seqs
+        of ``keys`` (client_msg_ids): read once the groups are locked."""
 
     async def targets(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], rules.Sent]:
         """The stored messages that recalls in this batch point at."""
@@ -132,6 +132,18 @@ class Writer(Protocol):
         """True when ``exc`` means the database is unreachable (tell clients ``unavailable``)."""
 
 
+async def lock_for_change(conn: AsyncConnection, group_id: int) -> None:
+    """Wait for the group's publish lock until ``conn``'s transaction ends (PostgreSQL).
+
+    Taken by every change to a group's members or settings: the write path reads
+    them once it holds the lock and stores its batch before letting go, so no
+    change can fall between a send's checks and its commit. Elsewhere the row lock
+    that follows is enough: one process writes a SQLite file.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_CLASS, group_id % KEY_MOD)))
+
+
 async def open_writer(db: Database) -> Writer:
     if db.dialect == "postgresql":
         return await PostgresWriter.connect(db.url)
@@ -142,43 +154,31 @@ async def open_writer(db: Database) -> Writer:
 
 _WAIT_LOCK = "SELECT pg_advisory_lock($1, ($2::bigint % $3)::int)"
 _UNLOCK = "SELECT g FROM unnest($1::bigint[]) AS t(g) WHERE NOT pg_advisory_unlock($2, (g % $3)::int)"
-# The publish locks and the row locks in one round trip. The try-locks run once per
-# requested id, in a materialized CTE, before any row is touched: in a plain WHERE the
-# planner may order the quals or scan the table so that other groups get tried (and
-# kept), and the re-check of a row updated meanwhile would take its lock again. Only
-# claimed groups are row-locked; the first arm names them, so a claimed group without
-# a row (it does not exist) is told apart from a busy one. Waiting for a row lock while
-# holding publish locks cannot deadlock: the other holders of row locks are joins and
-# kicks, which take no publish lock, or writers of other groups.
-# FOR NO KEY UPDATE conflicts with joins and kicks (they update the row) but not with
-# the foreign-key checks of the inserts below.
-# The third arm lets go of the locks of published batches ($4, one unlock per entry) and
-# names any that were not held. It runs after the try-locks, so a group in both lists
-# stays held throughout.
+# The first arm tries each requested group's publish lock once and names the busy
+# ones; the second lets go of the locks of published batches ($4, one unlock per
+# entry) and names any that were not held. The arms run in order, so a group in both
+# lists stays held throughout. No table is read here: the reads come in the next
+# statement, whose snapshot is taken once the locks are held.
 _LOCK_GROUPS = """
-WITH claimed AS MATERIALIZED (
-  SELECT g FROM unnest($1::bigint[]) AS t(g) WHERE pg_try_advisory_lock($2, (g % $3)::int)
-)
-SELECT g AS id, NULL::bigint AS last_seq, NULL::boolean AS muted_all FROM claimed
+SELECT g, true AS busy FROM unnest($1::bigint[]) AS t(g) WHERE NOT pg_try_advisory_lock($2, (g % $3)::int)
 UNION ALL
-SELECT * FROM (
-  SELECT c.id, c.last_seq, c.muted_all FROM chat_groups c JOIN claimed ON c.id = claimed.g
-  FOR NO KEY UPDATE OF c
-) AS locked
-UNION ALL
-SELECT g, -1, NULL FROM unnest($4::bigint[]) AS r(g) WHERE NOT pg_advisory_unlock($2, (g % $3)::int)
+SELECT g, false FROM unnest($4::bigint[]) AS r(g) WHERE NOT pg_advisory_unlock($2, (g % $3)::int)
 """
 # Batches travel as one JSON parameter each (json_to_recordset): asyncpg encodes
 # arrays element by element in Python, a JSON string is built in C by orjson.
-# Memberships and earlier client_msg_ids in one round trip; a row with a seq is a
-# stored message.
+# The groups' rows, memberships and earlier client_msg_ids in one round trip; the
+# first column says which of the three a row is.
 _LOOKUP = """
-SELECT m.group_id, m.user_id, m.role, m.muted_until, NULL::bigint AS seq, NULL AS client_msg_id
-FROM group_members m JOIN json_to_recordset($1::json) AS p(g bigint, u text)
+SELECT 'g' AS k, c.id AS group_id, NULL AS user_id, NULL AS role, NULL::float8 AS muted_until,
+  c.last_seq AS seq, NULL AS client_msg_id, c.muted_all
+FROM chat_groups c JOIN unnest($1::bigint[]) AS i(g) ON c.id = i.g
+UNION ALL
+SELECT 'm', m.group_id, m.user_id, m.role, m.muted_until, NULL, NULL, NULL
+FROM group_members m JOIN json_to_recordset($2::json) AS p(g bigint, u text)
   ON m.group_id = p.g AND m.user_id = p.u
 UNION ALL
-SELECT m.group_id, m.sender_id, NULL, NULL, m.seq, m.client_msg_id
-FROM group_messages m JOIN json_to_recordset($2::json) AS k(g bigint, u text, c text)
+SELECT 'c', m.group_id, m.sender_id, NULL, NULL, m.seq, m.client_msg_id, NULL
+FROM group_messages m JOIN json_to_recordset($3::json) AS k(g bigint, u text, c text)
   ON m.group_id = k.g AND m.client_msg_id = k.c AND m.sender_id = k.u
 """
 _TARGETS = """
@@ -244,35 +244,35 @@ class PostgresWriter:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        async with self._conn.transaction():
-            yield
+        yield  # each statement commits on its own (the module's docstring says why)
 
     async def wait_lock(self, group_id: int) -> None:
         # The holder keeps the lock through a transaction and a bounded publish.
         await self._conn.execute(_WAIT_LOCK, LOCK_CLASS, group_id, KEY_MOD, timeout=LOCK_WAIT_S)
 
-    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> Claim:
-        rows = await self._conn.fetch(_LOCK_GROUPS, ids, LOCK_CLASS, KEY_MOD, release or [])
-        claimed: set[int] = set()
-        state: GroupState = {}
-        for r in rows:
-            if r["last_seq"] is None:  # the first arm: this group was claimed
-                claimed.add(int(r["id"]))
-            elif r["last_seq"] < 0:  # the third arm
-                _not_held(int(r["id"]))
+    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> set[int]:
+        busy: set[int] = set()
+        for r in await self._conn.fetch(_LOCK_GROUPS, ids, LOCK_CLASS, KEY_MOD, release or []):
+            if r["busy"]:
+                busy.add(int(r["g"]))
             else:
-                state[int(r["id"])] = (int(r["last_seq"]), bool(r["muted_all"]))
-        return Claim(state, set(ids) - claimed)
+                _not_held(int(r["g"]))
+        return busy
 
-    async def lookup(self, pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]) -> Lookup:
+    async def lookup(
+        self, ids: list[int], pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]
+    ) -> Lookup:
         rows = await self._conn.fetch(
             _LOOKUP,
+            ids,
             _json([{"g": g, "u": u} for g, u in pairs]),
             _json([{"g": g, "u": u, "c": c} for g, u, c in keys]),
         )
-        found = Lookup({}, {})
+        found = Lookup({}, {}, {})
         for r in rows:
-            if r["seq"] is None:
+            if r["k"] == "g":
+                found.state[int(r["group_id"])] = (int(r["seq"]), bool(r["muted_all"]))
+            elif r["k"] == "m":
                 found.roster[(int(r["group_id"]), r["user_id"])] = rules.Member(
                     r["user_id"], r["role"], r["muted_until"]
                 )
@@ -359,19 +359,22 @@ class SqlWriter:
     async def wait_lock(self, group_id: int) -> None:
         return None
 
-    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> Claim:
+    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> set[int]:
         # A no-op update: on SQLite the first write takes the database's write lock,
         # so every read after it in this transaction is current.
-        result = await self._conn.execute(
-            sa.update(groups)
-            .where(groups.c.id.in_(ids))
-            .values(last_seq=groups.c.last_seq)
-            .returning(groups.c.id, groups.c.last_seq, groups.c.muted_all)
+        await self._conn.execute(
+            sa.update(groups).where(groups.c.id.in_(ids)).values(last_seq=groups.c.last_seq)
         )
-        return Claim({int(r.id): (int(r.last_seq), bool(r.muted_all)) for r in result}, set())
+        return set()
 
-    async def lookup(self, pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]) -> Lookup:
-        return Lookup(await self._members(pairs), await self._client_ids(keys))
+    async def lookup(
+        self, ids: list[int], pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]
+    ) -> Lookup:
+        result = await self._conn.execute(
+            sa.select(groups.c.id, groups.c.last_seq, groups.c.muted_all).where(groups.c.id.in_(ids))
+        )
+        state = {int(r.id): (int(r.last_seq), bool(r.muted_all)) for r in result}
+        return Lookup(state, await self._members(pairs), await self._client_ids(keys))
 
     async def _members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
         result = await self._conn.execute(
