@@ -2,7 +2,9 @@
 
 A round trip through redis-py costs far more CPU than a small command, so callers queue
 what they send in one loop turn and it goes as one pipeline. On one server that is one
-pipeline. On a Redis Cluster the commands are grouped by the node that owns their first
+pipeline (or, given a :class:`~realtime.resp.RespClient`, one write on that lean
+connection, which costs a fraction of redis-py's CPU per command). On a Redis Cluster
+the commands are grouped by the node that owns their first
 key (the slot map is redis-py's) and each group goes as a pipeline on that node's own
 connections, all side by side: a node that is down or restarting fails its own commands
 and no others. A command whose slot moved is sent again through redis-py's cluster
@@ -39,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ProtocolError
 from .redis_client import ERRORS, RedisClient
+from .resp import RespClient
 
 log = logging.getLogger("livemart.redis")
 
@@ -72,8 +75,12 @@ class Batcher:
     ``ProtocolError("unavailable")`` with ``unavailable`` as its message.
     """
 
-    def __init__(self, redis: RedisClient, *, unavailable: str = "redis unavailable") -> None:
+    def __init__(
+        self, redis: RedisClient, *, unavailable: str = "redis unavailable", server: RespClient | None = None
+    ) -> None:
         self._redis = redis
+        #: On one server, the connection batches go through instead of redis-py's pipeline.
+        self._server = server
         self._unavailable = unavailable
         self._queue: list[Call] = []
         self._scheduled = False
@@ -125,7 +132,12 @@ class Batcher:
     async def _send(self, batch: list[Call]) -> None:
         redis = self._redis
         if not isinstance(redis, RedisCluster):
-            await self._answer(batch, lambda part: _pipeline(redis, part), redis.script_load)
+            if self._server is not None:
+                server = self._server
+                load = lambda source: server.call("SCRIPT", "LOAD", source)  # noqa: E731
+                await self._answer(batch, server.call_many, load)
+            else:
+                await self._answer(batch, lambda part: _pipeline(redis, part), redis.script_load)
             return
         try:
             await redis.initialize()  # no-op once the slot map is known

@@ -1,10 +1,13 @@
 """Redis pub/sub broker: one Redis subscription per channel per process.
 
 Publishes made in the same event-loop turn travel together in one pipeline (on a
-cluster, one per shard: ``realtime.redis_batch``). History publishes run one Lua script
-that assigns the offset, appends to a capped stream and broadcasts, so the offset and
-the broadcast can never disagree. Keys of one channel
-share a hash tag and therefore one Redis Cluster slot; on a cluster the broadcast is
+cluster, one per shard: ``realtime.redis_batch``). Pub/sub links, and on one server
+the publishes too, use the lean connections of ``realtime.resp``: at thousands of
+publications a second redis-py's per-command and per-message Python was a quarter of
+the server's CPU.
+History publishes run one Lua script that assigns the offset, appends to a capped
+stream and broadcasts, so the offset and the broadcast can never disagree. Keys of one
+channel share a hash tag and therefore one Redis Cluster slot; on a cluster the broadcast is
 SPUBLISH and subscriptions are SSUBSCRIBE on the shard that owns the slot, so a
 publication travels to one shard instead of every node.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections.abc import Sequence
@@ -21,16 +25,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import Broker, HistoryPage, HistoryPolicy, Publication, StreamPosition
 from .errors import ProtocolError
-from .redis_batch import Batcher, Command, Script
+from .redis_batch import Batcher, Command
 from .redis_client import RedisClient, connect
+from .resp import Endpoint, RespClient, RespConnection
 
 log = logging.getLogger("livemart.broker")
 
@@ -72,12 +74,21 @@ return {off, epoch, redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COU
 """
 
 
+#: A pub/sub connection quiet this long is asked for a PING, so a dead peer is noticed.
+HEALTH_CHECK_S = 10.0
+
+
 @dataclass(eq=False)
 class _Link:
-    """One pub/sub connection: to the Redis server, or to one Redis Cluster shard."""
+    """One pub/sub connection: to the Redis server, or to one Redis Cluster shard.
+
+    It never reconnects by itself: a Redis that restarted empty would go unnoticed,
+    with nobody recovering the gap. A lost connection reaches ``_read_loop``, which
+    subscribes again on a fresh one and tells the hub.
+    """
 
     name: str
-    client: aioredis.Redis
+    endpoint: Endpoint
     #: Cluster shards use SSUBSCRIBE so a publication reaches only the shard that owns it.
     sharded: bool
     #: Logical channels this link should carry.
@@ -86,20 +97,10 @@ class _Link:
     joined: set[str] = field(default_factory=set)
     #: Serializes (un)subscribe commands so none is lost between a reader and a caller.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    pubsub: Any = None
+    conn: RespConnection | None = None
     reader: asyncio.Task[None] | None = None
     #: Set when the link gains a channel, to wake an idle reader.
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-#: Pub/sub connections: redis-py would reconnect and re-subscribe by itself, and a Redis
-#: that restarted empty within its retries would go unnoticed, with nobody recovering the
-#: gap. Without retries a lost link reaches _read_loop, which tells the hub.
-_PUBSUB_OPTIONS: dict[str, Any] = {
-    "socket_connect_timeout": 2,
-    "health_check_interval": 10,
-    "retry": Retry(NoBackoff(), 0),
-}
 
 
 class RedisBroker(Broker):
@@ -117,19 +118,14 @@ class RedisBroker(Broker):
         self._channels: set[str] = set()
         self._links: dict[str, _Link] = {}
         self._closing = False
-        self._pending: list[tuple[Publication, HistoryPolicy | None, asyncio.Future[Any]]] = []
-        self._flush_scheduled = False
-        self._publish_script = self._redis.register_script(PUBLISH_WITH_HISTORY)
         self._history_script = self._redis.register_script(READ_HISTORY)
-        #: On a cluster, publishes go through one pipeline per shard and loop turn. Not
+        #: Publishes go through one pipeline per loop turn (per shard, on a cluster). Not
         #: through the cluster client's own calls: those retry a script whose reply was
         #: lost (publishing it twice), and a shard that answers CLUSTERDOWN makes that
         #: client drop every shard's connections, in-flight publishes included.
-        self._shards: Batcher | None = None
-        self._shard_publish = Script(PUBLISH_WITH_HISTORY)
-        if self._cluster:
-            self._shards = Batcher(self._redis, unavailable="broker unavailable")
-            self._shard_publish = self._shards.script(PUBLISH_WITH_HISTORY)
+        self._server = None if self._cluster else RespClient(Endpoint.from_url(url))
+        self._batch = Batcher(self._redis, unavailable="broker unavailable", server=self._server)
+        self._publish_script = self._batch.script(PUBLISH_WITH_HISTORY)
 
     # --- naming -------------------------------------------------------------------
 
@@ -152,16 +148,16 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._closing = True
-        if self._pending:
-            await self._flush()
         for link in list(self._links.values()):
             if link.reader is not None:
                 link.reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await link.reader
-            await self._drop_pubsub(link)
-            if link.client is not self._redis:
-                await link.client.aclose()
+            if link.conn is not None:
+                await link.conn.aclose()
+            self._drop_pubsub(link)
+        if self._server is not None:
+            await self._server.aclose()
         await self._redis.aclose()
 
     async def ping(self) -> None:
@@ -177,50 +173,62 @@ class RedisBroker(Broker):
         if isinstance(self._redis, aioredis.Redis):
             link = self._links.get("server")
             if link is None:
-                # Its own client, without redis-py's retries (see _PUBSUB_OPTIONS).
-                link = self._add_link("server", aioredis.Redis.from_url(self._url, **_PUBSUB_OPTIONS))
+                link = self._add_link("server", Endpoint.from_url(self._url))
             return link
         node = self._redis.get_node_from_key(self._tag(channel))
         if node is None:
             raise ProtocolError("unavailable", "no Redis Cluster node serves this channel")
         link = self._links.get(node.name)
         if link is None:
-            kwargs = self._redis.get_connection_kwargs()
-            client = aioredis.Redis(
-                host=node.host,
-                port=int(node.port),
-                password=kwargs.get("password"),
-                username=kwargs.get("username"),
-                ssl=bool(kwargs.get("ssl")),
-                **_PUBSUB_OPTIONS,
-            )
-            link = self._add_link(node.name, client)
+            options = {**self._redis.get_connection_kwargs(), "host": node.host, "port": node.port, "db": 0}
+            link = self._add_link(node.name, Endpoint.from_options(options))
         return link
 
-    def _add_link(self, name: str, client: aioredis.Redis) -> _Link:
-        link = self._links[name] = _Link(name, client, sharded=self._cluster)
+    def _add_link(self, name: str, endpoint: Endpoint) -> _Link:
+        link = self._links[name] = _Link(name, endpoint, sharded=self._cluster)
         link.reader = asyncio.create_task(self._read_loop(link), name=f"redis-broker-{name}")
         return link
 
     async def _sync(self, link: _Link) -> None:
         """Subscribe the link's connection to every channel it should carry and lacks."""
         async with link.lock:
-            if link.pubsub is None:
-                link.pubsub = link.client.pubsub(ignore_subscribe_messages=True)
-            for channel in sorted(link.channels - link.joined):
-                # One SSUBSCRIBE may only name channels of one slot: one per command.
-                if link.sharded:
-                    await link.pubsub.ssubscribe(self._tag(channel))
-                else:
-                    await link.pubsub.subscribe(self._tag(channel))
+            if link.conn is None or link.conn.closed.done():
+                link.joined.clear()
+                link.conn = await RespConnection.open(
+                    link.endpoint, on_push=functools.partial(self._on_push, link)
+                )
+            missing = sorted(link.channels - link.joined)
+            # One SSUBSCRIBE may only name channels of one slot: one per command, all in one write.
+            verb = "SSUBSCRIBE" if link.sharded else "SUBSCRIBE"
+            replies = await link.conn.call_many([(verb, self._tag(channel)) for channel in missing])
+            for channel, reply in zip(missing, replies, strict=True):
+                if isinstance(reply, Exception):
+                    raise reply
                 link.joined.add(channel)
 
-    async def _drop_pubsub(self, link: _Link) -> None:
-        pubsub, link.pubsub = link.pubsub, None
+    def _drop_pubsub(self, link: _Link) -> None:
+        conn, link.conn = link.conn, None
         link.joined.clear()
-        if pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
+        if conn is not None:
+            conn.close()
+
+    def _on_push(self, link: _Link, reply: list[Any]) -> None:
+        if reply[0] in (b"message", b"smessage") and len(reply) == 3:
+            self._deliver(reply[1], reply[2])
+        elif link.conn is not None:
+            # The server unsubscribed us by itself (a slot moved away from this shard):
+            # start the link over, which routes its channels again and recovers the gap.
+            link.conn.close(RedisConnectionError(f"redis sent {reply[0]!r} unasked"))
+
+    async def _watch(self, conn: RespConnection) -> None:
+        """Raise once ``conn`` is lost or stops answering PINGs."""
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(conn.closed), HEALTH_CHECK_S)
+            except TimeoutError:
+                await conn.call("PING")  # no answer within REPLY_TIMEOUT_S drops it
+                continue
+            raise RedisConnectionError("redis pub/sub connection lost")
 
     async def _read_loop(self, link: _Link) -> None:
         backoff = 0.05
@@ -232,17 +240,16 @@ class RedisBroker(Broker):
                         await link.wakeup.wait()
                         continue
                     await self._sync(link)
-                message = await link.pubsub.get_message(timeout=None)
-                if message is not None and message["type"] in ("message", "smessage"):
-                    self._deliver(message["channel"], message["data"])
                 backoff = 0.05
+                assert link.conn is not None
+                await self._watch(link.conn)
             except (RedisError, OSError) as exc:
                 # Any failure (a dropped socket, or redis-py's own resubscribe refused by a
                 # cluster) means: start this link over from a fresh connection.
                 if self._closing:
                     return
                 log.warning("redis pub/sub %s lost (%r); retrying in %.2fs", link.name, exc, backoff)
-                await self._drop_pubsub(link)
+                self._drop_pubsub(link)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 if await self._reroute(link):
@@ -279,9 +286,9 @@ class RedisBroker(Broker):
             return False
         log.warning("redis pub/sub %s back; resubscribed %d channels", link.name, len(channels))
         self._on_resubscribed(channels)
-        if not link.channels and link.client is not self._redis:
+        if not link.channels and link.name != "server":
             del self._links[link.name]
-            await link.client.aclose()
+            self._drop_pubsub(link)
             return True
         return False
 
@@ -302,7 +309,7 @@ class RedisBroker(Broker):
         link = self._route(channel)
         link.channels.add(channel)
         # On failure the link's reader reconnects and joins every wanted channel.
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        with contextlib.suppress(RedisError, OSError):
             await self._sync(link)
         link.wakeup.set()
 
@@ -312,11 +319,11 @@ class RedisBroker(Broker):
             if channel in link.channels:
                 link.channels.discard(channel)
                 async with link.lock:
-                    if channel in link.joined and link.pubsub is not None:
+                    if channel in link.joined and link.conn is not None:
                         link.joined.discard(channel)
-                        leave = link.pubsub.sunsubscribe if link.sharded else link.pubsub.unsubscribe
-                        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                            await leave(self._tag(channel))
+                        verb = "SUNSUBSCRIBE" if link.sharded else "UNSUBSCRIBE"
+                        with contextlib.suppress(RedisError, OSError):
+                            await link.conn.call(verb, self._tag(channel))
 
     # --- publishing ---------------------------------------------------------------
 
@@ -336,56 +343,14 @@ class RedisBroker(Broker):
 
     def _submit(self, pub: Publication, history: HistoryPolicy | None) -> asyncio.Future[Any]:
         """Queue ``pub`` for this loop turn's pipeline; the future gets the reply."""
-        if self._shards is not None:
-            return self._shards.submit(*self._shard_command(pub, history))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((pub, history, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
-        return future
+        return self._batch.submit(*self._command(pub, history))
 
-    def _start_flush(self) -> None:
-        task = asyncio.create_task(self._flush())
-        task.add_done_callback(_log_failure)
-
-    async def _flush(self) -> None:
-        """Send every publish queued this loop turn in one pipeline."""
-        self._flush_scheduled = False
-        batch, self._pending = self._pending, []
-        try:
-            results = await self._pipeline(batch)
-        except Exception as exc:  # whatever broke, no publisher may wait forever
-            log.exception("publish batch failed")
-            results = [exc] * len(batch)
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                log.warning("publish failed: %r", result)
-                future.set_exception(ProtocolError("unavailable", "broker unavailable"))
-            else:
-                future.set_result(result)
-
-    async def _pipeline(
-        self, batch: list[tuple[Publication, HistoryPolicy | None, asyncio.Future[Any]]]
-    ) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:  # released even on failure
-            for pub, history, _ in batch:
-                await self._send_one(pipe, pub, history)
-            try:
-                return list(await pipe.execute(raise_on_error=False))
-            except (RedisError, OSError) as exc:
-                return [exc] * len(batch)
-
-    async def _send_one(self, client: Any, pub: Publication, history: HistoryPolicy | None) -> Any:
-        """Send one publish (or queue it, when ``client`` is a pipeline)."""
+    def _command(self, pub: Publication, history: HistoryPolicy | None) -> Command:
+        """The publish as one command (on a cluster, for the shard that owns the channel)."""
         payload = pub.encode()
         if history is None:
-            return await client.execute_command(
-                self._publish_command, self._tag(pub.channel), b"%d\n%s" % (pub.offset, payload)
-            )
-        args: list[bytes | str | int] = [
+            return (self._publish_command, self._tag(pub.channel), b"%d\n%s" % (pub.offset, payload))
+        args = [
             self._tag(pub.channel),
             payload,
             history.size,
@@ -393,22 +358,7 @@ class RedisBroker(Broker):
             secrets.token_hex(4),
             self._publish_command,
         ]
-        return await self._publish_script(keys=self._keys(pub.channel), args=args, client=client)
-
-    def _shard_command(self, pub: Publication, history: HistoryPolicy | None) -> Command:
-        """The publish as one command for the shard that owns the channel's slot."""
-        payload = pub.encode()
-        if history is None:
-            return ("SPUBLISH", self._tag(pub.channel), b"%d\n%s" % (pub.offset, payload))
-        args = [
-            self._tag(pub.channel),
-            payload,
-            history.size,
-            history.ttl_s,
-            secrets.token_hex(4),
-            "SPUBLISH",
-        ]
-        return self._shard_publish.command(self._keys(pub.channel), args)
+        return self._publish_script.command(self._keys(pub.channel), args)
 
     # --- history ------------------------------------------------------------------
 
@@ -446,8 +396,3 @@ def _pairs(entries: list[Any]) -> list[tuple[bytes, dict[bytes, bytes]]]:
     for entry_id, flat in entries:
         out.append((entry_id, dict(zip(flat[0::2], flat[1::2], strict=True))))
     return out
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("publish flush failed", exc_info=task.exception())
