@@ -49,9 +49,11 @@ async def test_a_busy_group_is_left_alone_and_locks_outlive_the_store(
     writer = await PostgresWriter.connect(postgres_url)
     try:
         async with writer.transaction():
-            assert await writer.lock_groups([free, busy, 10**9]) == {busy}
-            found = await writer.lookup([free, 10**9], set(), set())
-            assert set(found.state) == {free}  # the missing group is claimed but has no row
+            pairs = {(free, "owner"), (busy, "owner")}
+            claim = await writer.claim([free, busy, 10**9], pairs, set())
+            assert claim.busy == {busy}
+            assert set(claim.found.state) == {free}  # the missing group is claimed but has no row
+            assert set(claim.found.roster) == {(free, "owner")}  # a busy group is not read
             await writer.store(Changes(last_seq={free: 1}))
         assert not await _try_lock(other, free), "the publish lock ends with unlock, not the store"
         await writer.unlock([free, 10**9])
@@ -68,15 +70,41 @@ async def test_a_kick_waits_for_the_batch_holding_the_group(
         gid = await server.group_with("owner", "member")
         writer = await PostgresWriter.connect(postgres_url)
         try:
-            assert await writer.lock_groups([gid]) == set()
+            claim = await writer.claim([gid], {(gid, "member")}, set())
+            assert (gid, "member") in claim.found.roster
             kick = asyncio.ensure_future(server.chats.store.remove(gid, "owner", "member"))
             await asyncio.sleep(0.3)
             assert not kick.done(), "the kick went ahead while a batch held the group"
-            found = await writer.lookup([gid], {(gid, "member")}, set())
-            assert (gid, "member") in found.roster
             await writer.unlock([gid])
             assert await asyncio.wait_for(kick, 5) is True
-            assert (gid, "member") not in (await writer.lookup([gid], {(gid, "member")}, set())).roster
+            claim = await writer.claim([gid], {(gid, "member")}, set())
+            assert claim.busy == set() and (gid, "member") not in claim.found.roster
+            await writer.unlock([gid])
+        finally:
+            await writer.close()
+
+
+async def test_a_group_mid_change_is_busy_and_read_fresh_once_changed(
+    postgres_url: str, other: asyncpg.Connection
+) -> None:
+    """A kick in progress holds the group: the claim leaves it; once committed, it is seen."""
+    async with running(postgres_url) as server:
+        gid = await server.group_with("owner", "member")
+        writer = await PostgresWriter.connect(postgres_url)
+        try:
+            change = other.transaction()
+            await change.start()
+            await other.execute(
+                "SELECT pg_advisory_xact_lock($1, ($2::bigint % $3)::int)", LOCK_CLASS, gid, KEY_MOD
+            )
+            await other.execute("DELETE FROM group_members WHERE group_id = $1 AND user_id = 'member'", gid)
+            claim = await writer.claim([gid], {(gid, "member")}, set())
+            assert claim.busy == {gid} and not claim.found.roster and not claim.found.state
+            await change.commit()
+            claim = await writer.claim([gid], {(gid, "member")}, set())
+            assert claim.busy == set() and gid in claim.found.state
+            assert (gid, "member") not in claim.found.roster
+            await writer.unlock([gid])
         finally:
             await writer.close()
 
@@ -89,10 +117,10 @@ async def test_a_lock_taken_twice_is_held_until_both_let_go(
         gid = await server.group_with("owner")
     writer = await PostgresWriter.connect(postgres_url)
     try:
-        assert await writer.lock_groups([gid]) == set()
+        assert (await writer.claim([gid], set(), set())).busy == set()
         # The next batch, while the first is published; then the first lets go, once.
-        assert await writer.lock_groups([gid]) == set()
-        assert await writer.lock_groups([], release=[gid]) == set()
+        assert (await writer.claim([gid], set(), set())).busy == set()
+        assert (await writer.claim([], set(), set(), release=[gid])).busy == set()
         assert not await _try_lock(other, gid)
         await writer.unlock([gid])
         assert await _try_lock(other, gid)
@@ -105,7 +133,7 @@ async def test_a_failed_store_writes_nothing_and_the_writer_stays_usable(postgre
         gid = await server.group_with("owner")
     writer = await PostgresWriter.connect(postgres_url)
     try:
-        await writer.lock_groups([gid])
+        await writer.claim([gid], set(), set())
         row = {
             "group_id": gid, "seq": 1, "sender_id": "owner", "sender_name": "Owner", "kind": "text",
             "text": "hi", "ref": None, "client_msg_id": None, "created_at": 0.0, "recalled_seq": None,
@@ -115,7 +143,8 @@ async def test_a_failed_store_writes_nothing_and_the_writer_stays_usable(postgre
         with pytest.raises(asyncpg.exceptions.UniqueViolationError):
             await writer.store(bad)
         assert writer.alive()
-        assert (await writer.lookup([gid], set(), set())).state[gid][0] == 0
+        assert (await writer.claim([gid], set(), set())).found.state[gid][0] == 0
+        await writer.unlock([gid])
         await writer.unlock([gid])
     finally:
         await writer.close()

@@ -246,8 +246,8 @@ class Sequencer:
             worker.writer = await open_writer(self._db)
         writer = worker.writer
         async with writer.transaction():
-            batch, locked = await self._lock(writer, worker, batch)
-            outcome = await self._write(writer, [draft for draft, _ in batch])
+            batch, locked, found = await self._claim(writer, worker, batch)
+            outcome = await self._write(writer, [draft for draft, _ in batch], found)
         for index, (_, future) in enumerate(batch):
             error = outcome.errors.get(index)
             _settle(future, receipt=outcome.receipts.get(index), error=error)
@@ -279,33 +279,38 @@ class Sequencer:
             with contextlib.suppress(Exception):
                 await writer.close()
 
-    async def _lock(
+    async def _claim(
         self, writer: Writer, worker: _Worker, batch: list[_Item]
-    ) -> tuple[list[_Item], list[int]]:
-        """Lock every group in ``batch`` that is free; put the rest back.
+    ) -> tuple[list[_Item], list[int], Lookup]:
+        """Lock every group in ``batch`` that is free and read them; put the rest back.
 
-        Returns the items of the locked groups and the publish locks taken. A group
+        Returns the items of the locked groups, the publish locks taken and the reads
+        the checks need (:meth:`Writer.claim`). A group
         that another process keeps busy is waited for once it has been put back
         ``PATIENCE`` times, so it cannot starve behind the groups that are free. If
         none is free, wait for the first one. Either way the wait comes once this
         worker holds no lock at all (its published batches' locks let go), so it
         cannot deadlock, and nothing polls.
         """
-        ids = sorted({draft.group_id for draft, _ in batch})
+        drafts = [draft for draft, _ in batch]
+        ids = sorted({d.group_id for d in drafts})
+        pairs = {(d.group_id, d.user_id) for d in drafts}
+        keys = {(d.group_id, d.user_id, d.client_msg_id) for d in drafts if d.client_msg_id}
         waited: list[int] = []
         starving = [g for g in ids if worker.deferrals.get(g, 0) >= PATIENCE]
         if starving:
             waited = await self._wait_lock(writer, worker, starving[0])
-        busy = await writer.lock_groups(ids, release=self._take_released(worker))
-        if not waited and len(busy) == len(ids):
+        claim = await writer.claim(ids, pairs, keys, release=self._take_released(worker))
+        if not waited and len(claim.busy) == len(ids):
             waited = await self._wait_lock(writer, worker, ids[0])
-            busy = await writer.lock_groups(ids)
+            claim = await writer.claim(ids, pairs, keys)
+        busy = claim.busy
         # Deferred items go back to the front, so they are all in the next batch.
         worker.deferrals = {g: worker.deferrals.get(g, 0) + 1 for g in busy}
         deferred = [item for item in batch if item[0].group_id in busy]
         worker.queue.extendleft(reversed(deferred))  # ahead of newer sends, in order
         locked = [g for g in ids if g not in busy] + waited
-        return [item for item in batch if item[0].group_id not in busy], locked
+        return [item for item in batch if item[0].group_id not in busy], locked, claim.found
 
     async def _wait_lock(self, writer: Writer, worker: _Worker, group_id: int) -> list[int]:
         """Wait for one group's publish lock, holding none; returns it, as taken once more."""
@@ -333,23 +338,19 @@ class Sequencer:
 
     # --- the batch ------------------------------------------------------------------
 
-    async def _write(self, writer: Writer, drafts: Sequence[Draft]) -> _Outcome:
-        """Read, decide and store, once :meth:`_lock` holds the drafts' groups.
+    async def _write(self, writer: Writer, drafts: Sequence[Draft], found: Lookup) -> _Outcome:
+        """Decide and store, once :meth:`_claim` holds the drafts' groups and read them.
 
-        Every read here is current until the store, since kicks, joins and mutes wait
-        for the same lock (on SQLite: the same transaction's write lock).
+        Every read is current until the store, since kicks, joins and mutes wait for
+        the same lock (on SQLite: the same transaction's write lock). Recalls read
+        their targets, and the targets' authors, here.
         """
         now = time.time()
-        targets = await writer.targets(
-            {(d.group_id, d.recall_seq) for d in drafts if d.kind == rules.RECALL and d.recall_seq}
-        )
-        pairs = {(d.group_id, d.user_id) for d in drafts}
-        pairs |= {(g, t.sender_id) for (g, _), t in targets.items()}
-        found = await writer.lookup(
-            sorted({d.group_id for d in drafts}),
-            pairs,
-            {(d.group_id, d.user_id, d.client_msg_id) for d in drafts if d.client_msg_id},
-        )
+        recalls = {(d.group_id, d.recall_seq) for d in drafts if d.kind == rules.RECALL and d.recall_seq}
+        targets = await writer.targets(recalls) if recalls else {}
+        authors = {(g, t.sender_id) for (g, _), t in targets.items()} - found.roster.keys()
+        if authors:
+            found.roster.update(await writer.members(authors))
         outcome = self._decide(drafts, found, targets, now)
         if outcome.changes.rows:
             await writer.store(outcome.changes)

@@ -1,8 +1,8 @@
 """The write path's SQL, one implementation per dialect behind one small interface.
 
 Each sequencer worker owns one :class:`Writer` (one connection) and runs a batch as:
-``transaction`` { ``lock_groups`` → (``targets``) → ``lookup`` → ``store`` }; once the
-batch is published its locks are let go by the next ``lock_groups`` (or ``unlock``).
+``transaction`` { ``claim`` → (``targets``, ``members``: recalls only) → ``store`` };
+once the batch is published its locks are let go by the next ``claim`` (or ``unlock``).
 The batch logic in the sequencer is the same for every dialect; only these statements
 differ.
 
@@ -17,8 +17,9 @@ differ.
   store, and a batch needs no transaction: each statement commits on its own, and
   the store, one statement, is atomic. Each statement is a round trip that also waits
   its turn in a busy event loop, and a send waits for the batch in progress and then
-  its own, so a batch is three of them: locks (letting go of published batches'
-  locks too), reads, store. It was eight.
+  its own, so a batch is two of them: the claim (locks taken and let go, then the
+  reads, in the server-side function ``livemart_group_claim`` of migration
+  ``groups_0002``) and the store. It was eight.
 * :class:`SqlWriter` uses SQLAlchemy Core on the shared engine (SQLite): one
   process writes, so there is nothing to lock across processes, and its steps stay
   separate statements (each an aiosqlite call, not a network round trip).
@@ -64,7 +65,7 @@ GroupState = dict[int, tuple[int, bool]]
 
 @dataclass(slots=True)
 class Lookup:
-    """The reads a batch's decisions need, once its groups are locked."""
+    """The reads a batch's decisions need, taken once its groups are locked."""
 
     #: The locked groups' rows; a group that does not exist is not in it.
     state: GroupState
@@ -72,6 +73,15 @@ class Lookup:
     roster: dict[tuple[int, str], rules.Member]
     #: (group id, sender, client_msg_id) -> seq of the messages already stored.
     known: dict[tuple[int, str, str], int]
+
+
+@dataclass(slots=True)
+class Claim:
+    """What :meth:`Writer.claim` got."""
+
+    #: Groups whose publish lock another process (or a kick) holds: neither locked nor read.
+    busy: set[int]
+    found: Lookup
 
 
 @dataclass(slots=True)
@@ -98,18 +108,23 @@ class Writer(Protocol):
     async def wait_lock(self, group_id: int) -> None:
         """Wait for one group's publish lock (call while holding no lock)."""
 
-    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> set[int]:
-        """Take the publish lock of each group that is free; returns the busy ones.
+    async def claim(
+        self,
+        ids: list[int],
+        pairs: set[tuple[int, str]],
+        keys: set[tuple[int, str, str]],
+        release: list[int] | None = None,
+    ) -> Claim:
+        """Lock the groups ``ids`` that are free, then read them.
 
-        A group whose publish lock is busy elsewhere is not waited for. ``release``
+        The reads, taken once the locks are held: the groups' rows, the memberships
+        of ``pairs`` and the stored seqs of ``keys`` (client_msg_ids). A group whose
+        publish lock is busy elsewhere is neither waited for nor read. ``release``
         names publish locks to let go of in the same round trip (see :meth:`unlock`).
         """
 
-    async def lookup(
-        self, ids: list[int], pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]
-    ) -> Lookup:
-        """The rows of groups ``ids``, the memberships of ``pairs`` and the stored seqs
-        of ``keys`` (client_msg_ids): read once the groups are locked."""
+    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
+        """The memberships of ``pairs`` (groups this writer holds)."""
 
     async def targets(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], rules.Sent]:
         """The stored messages that recalls in this batch point at."""
@@ -154,32 +169,15 @@ async def open_writer(db: Database) -> Writer:
 
 _WAIT_LOCK = "SELECT pg_advisory_lock($1, ($2::bigint % $3)::int)"
 _UNLOCK = "SELECT g FROM unnest($1::bigint[]) AS t(g) WHERE NOT pg_advisory_unlock($2, (g % $3)::int)"
-# The first arm tries each requested group's publish lock once and names the busy
-# ones; the second lets go of the locks of published batches ($4, one unlock per
-# entry) and names any that were not held. The arms run in order, so a group in both
-# lists stays held throughout. No table is read here: the reads come in the next
-# statement, whose snapshot is taken once the locks are held.
-_LOCK_GROUPS = """
-SELECT g, true AS busy FROM unnest($1::bigint[]) AS t(g) WHERE NOT pg_try_advisory_lock($2, (g % $3)::int)
-UNION ALL
-SELECT g, false FROM unnest($4::bigint[]) AS r(g) WHERE NOT pg_advisory_unlock($2, (g % $3)::int)
-"""
 # Batches travel as one JSON parameter each (json_to_recordset): asyncpg encodes
 # arrays element by element in Python, a JSON string is built in C by orjson.
-# The groups' rows, memberships and earlier client_msg_ids in one round trip; the
-# first column says which of the three a row is.
-_LOOKUP = """
-SELECT 'g' AS k, c.id AS group_id, NULL AS user_id, NULL AS role, NULL::float8 AS muted_until,
-  c.last_seq AS seq, NULL AS client_msg_id, c.muted_all
-FROM chat_groups c JOIN unnest($1::bigint[]) AS i(g) ON c.id = i.g
-UNION ALL
-SELECT 'm', m.group_id, m.user_id, m.role, m.muted_until, NULL, NULL, NULL
-FROM group_members m JOIN json_to_recordset($2::json) AS p(g bigint, u text)
+# The claim's rows: 'b' a busy group, 'x' a released lock that was not held, 'g' a
+# group's row, 'm' a membership, 'c' a stored client_msg_id.
+_CLAIM = "SELECT * FROM livemart_group_claim($1::bigint[], $2, $3, $4::bigint[], $5::json, $6::json)"
+_MEMBERS = """
+SELECT m.group_id, m.user_id, m.role, m.muted_until
+FROM group_members m JOIN json_to_recordset($1::json) AS p(g bigint, u text)
   ON m.group_id = p.g AND m.user_id = p.u
-UNION ALL
-SELECT 'c', m.group_id, m.sender_id, NULL, NULL, m.seq, m.client_msg_id, NULL
-FROM group_messages m JOIN json_to_recordset($3::json) AS k(g bigint, u text, c text)
-  ON m.group_id = k.g AND m.client_msg_id = k.c AND m.sender_id = k.u
 """
 _TARGETS = """
 SELECT m.group_id, m.seq, m.sender_id, m.kind, m.created_at, m.recalled_seq
@@ -250,35 +248,44 @@ class PostgresWriter:
         # The holder keeps the lock through a transaction and a bounded publish.
         await self._conn.execute(_WAIT_LOCK, LOCK_CLASS, group_id, KEY_MOD, timeout=LOCK_WAIT_S)
 
-    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> set[int]:
-        busy: set[int] = set()
-        for r in await self._conn.fetch(_LOCK_GROUPS, ids, LOCK_CLASS, KEY_MOD, release or []):
-            if r["busy"]:
-                busy.add(int(r["g"]))
-            else:
-                _not_held(int(r["g"]))
-        return busy
-
-    async def lookup(
-        self, ids: list[int], pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]
-    ) -> Lookup:
+    async def claim(
+        self,
+        ids: list[int],
+        pairs: set[tuple[int, str]],
+        keys: set[tuple[int, str, str]],
+        release: list[int] | None = None,
+    ) -> Claim:
         rows = await self._conn.fetch(
-            _LOOKUP,
+            _CLAIM,
             ids,
+            LOCK_CLASS,
+            KEY_MOD,
+            release or [],
             _json([{"g": g, "u": u} for g, u in pairs]),
             _json([{"g": g, "u": u, "c": c} for g, u, c in keys]),
         )
-        found = Lookup({}, {}, {})
+        claim = Claim(set(), Lookup({}, {}, {}))
+        found = claim.found
         for r in rows:
-            if r["k"] == "g":
-                found.state[int(r["group_id"])] = (int(r["seq"]), bool(r["muted_all"]))
-            elif r["k"] == "m":
-                found.roster[(int(r["group_id"]), r["user_id"])] = rules.Member(
-                    r["user_id"], r["role"], r["muted_until"]
-                )
+            kind, group_id, user = r["k"], int(r["group_id"]), r["user_id"]
+            if kind == "m":
+                found.roster[(group_id, user)] = rules.Member(user, r["role"], r["muted_until"])
+            elif kind == "c":
+                found.known[(group_id, user, r["client_msg_id"])] = int(r["seq"])
+            elif kind == "g":
+                found.state[group_id] = (int(r["seq"]), bool(r["muted_all"]))
+            elif kind == "b":
+                claim.busy.add(group_id)
             else:
-                found.known[(int(r["group_id"]), r["user_id"], r["client_msg_id"])] = int(r["seq"])
-        return found
+                _not_held(group_id)
+        return claim
+
+    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
+        rows = await self._conn.fetch(_MEMBERS, _json([{"g": g, "u": u} for g, u in pairs]))
+        return {
+            (int(r["group_id"]), r["user_id"]): rules.Member(r["user_id"], r["role"], r["muted_until"])
+            for r in rows
+        }
 
     async def targets(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], rules.Sent]:
         if not keys:
@@ -359,24 +366,25 @@ class SqlWriter:
     async def wait_lock(self, group_id: int) -> None:
         return None
 
-    async def lock_groups(self, ids: list[int], release: list[int] | None = None) -> set[int]:
+    async def claim(
+        self,
+        ids: list[int],
+        pairs: set[tuple[int, str]],
+        keys: set[tuple[int, str, str]],
+        release: list[int] | None = None,
+    ) -> Claim:
         # A no-op update: on SQLite the first write takes the database's write lock,
         # so every read after it in this transaction is current.
         await self._conn.execute(
             sa.update(groups).where(groups.c.id.in_(ids)).values(last_seq=groups.c.last_seq)
         )
-        return set()
-
-    async def lookup(
-        self, ids: list[int], pairs: set[tuple[int, str]], keys: set[tuple[int, str, str]]
-    ) -> Lookup:
         result = await self._conn.execute(
             sa.select(groups.c.id, groups.c.last_seq, groups.c.muted_all).where(groups.c.id.in_(ids))
         )
         state = {int(r.id): (int(r.last_seq), bool(r.muted_all)) for r in result}
-        return Lookup(state, await self._members(pairs), await self._client_ids(keys))
+        return Claim(set(), Lookup(state, await self.members(pairs), await self._client_ids(keys)))
 
-    async def _members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
+    async def members(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], rules.Member]:
         result = await self._conn.execute(
             sa.select(members.c.group_id, members.c.user_id, members.c.role, members.c.muted_until).where(
                 sa.tuple_(members.c.group_id, members.c.user_id).in_(list(pairs))
