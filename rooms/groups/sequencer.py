@@ -148,7 +148,19 @@ class Sequencer:
         )
 
     async def start(self) -> None:
-        for number, worker in enumerate(self._workers):
+        """Start the workers, with their connections open if the database answers.
+
+        The first sends then wait for no connect and login; a database that is away
+        now is tried again by the first batch.
+        """
+        writers = await asyncio.gather(
+            *(open_writer(self._db) for _ in self._workers), return_exceptions=True
+        )
+        for number, (worker, writer) in enumerate(zip(self._workers, writers, strict=True)):
+            if isinstance(writer, BaseException):
+                log.warning("group writer %d not connected yet: %r", number, writer)
+            else:
+                worker.writer = writer
             worker.task = asyncio.create_task(self._run(worker), name=f"group-writer-{number}")
             worker.publisher = asyncio.create_task(
                 self._publish_stored(worker), name=f"group-publisher-{number}"
