@@ -13,7 +13,15 @@ Each message carries a latency marker, so the pushes every member receives are c
 too (each acknowledged message is owed to the group's M subscribed members). Afterwards
 SQL must hold exactly one row per acknowledged message of the run.
 
-    python benchmarks/groups_livemart.py --groups 1000 --members 2 --rate 5000 --duration 10
+With ``--repeat N`` the same server and groups are driven N times in a row (each run
+with its own client_msg_ids), and a summary line gives the median and range. Before
+each run the database is checkpointed and the script waits (up to a minute) until the
+machine is 90 % idle for a second: on a small machine the dirty pages of the previous
+run, or of the group set-up, otherwise land in the middle of the next one.
+``machine_cores`` is every process's CPU over the run (/proc/stat), the server's
+included, so a saturated machine shows.
+
+    python benchmarks/groups_livemart.py --groups 1000 --members 2 --rate 5000 --duration 20 --repeat 5
     python benchmarks/groups_livemart.py --database sqlite --groups 1000 --rate 1000 --duration 10
 """
 
@@ -23,7 +31,10 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -91,15 +102,48 @@ def write_path(url: str) -> dict[str, float]:
     return totals
 
 
-def run_point(args: argparse.Namespace, server: Serving) -> dict[str, Any]:
-    run = uuid.uuid4().hex[:8]
-    connections = asyncio.run(make_groups(server.url, run, args.groups, args.members))
+IDLE_SHARE = 0.9
+SETTLE_TIMEOUT_S = 60.0
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent on anything but idle and I/O wait, so far."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(server: Serving) -> None:
+    """Checkpoint, then wait until the machine is mostly idle for a second (bounded)."""
+    if server.pg_dsn is not None:
+        server.fetch("CHECKPOINT")
+    cores = os.cpu_count() or 1
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        busy = machine_busy_s()
+        time.sleep(1.0)
+        if machine_busy_s() - busy <= (1 - IDLE_SHARE) * cores:
+            return
+    print("groups_livemart: the machine did not become idle; running anyway", file=sys.stderr)
+
+
+def run_point(
+    args: argparse.Namespace, server: Serving, connections: list[tuple[str, str]], run: str
+) -> dict[str, Any]:
+    settle(server)
     before = write_path(server.url)
     with tempfile.TemporaryDirectory() as tmp:
         tokens, groups = Path(tmp) / "tokens", Path(tmp) / "groups"
         tokens.write_text("".join(token + "\n" for token, _ in connections))
         groups.write_text("".join(group + "\n" for _, group in connections))
         meter = CpuMeter(server)
+        machine = [machine_busy_s(), time.monotonic()]
+
+        def ready() -> None:
+            meter.mark()
+            machine[:] = [machine_busy_s(), time.monotonic()]
+
         result = native.command(
             [
                 "--url", server.url.replace("http://", "ws://") + "/ws", "--conns", str(len(connections)),
@@ -110,9 +154,10 @@ def run_point(args: argparse.Namespace, server: Serving) -> dict[str, Any]:
             ],
             pinned=pinned(args.generator_core, []),
             timeout_s=args.duration + args.drain + 300,
-            on_ready=meter.mark,
+            on_ready=ready,
         )  # fmt: skip
         result["server_cpu_s"], result["server_cpu"] = meter.read()
+        result["machine_cores"] = round((machine_busy_s() - machine[0]) / (time.monotonic() - machine[1]), 2)
     after = write_path(server.url)
     batches = after["batches"] - before["batches"]
     if batches:
@@ -149,6 +194,7 @@ def main() -> None:
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--generator-core", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs on the same server and groups")
     args = parser.parse_args()
     if args.members < 1 or args.groups < 1:
         parser.error("--groups and --members must be at least 1")
@@ -159,10 +205,36 @@ def main() -> None:
         admin_dsn=args.admin_dsn,
         core=args.server_core,
     ) as server:
-        result = run_point(args, server)
-    result["backend"] = server.backend
-    result["load_average"] = os.getloadavg()
-    print(json.dumps(result))
+        run = uuid.uuid4().hex[:8]
+        connections = asyncio.run(make_groups(server.url, run, args.groups, args.members))
+        results = []
+        for index in range(args.repeat):
+            result = run_point(args, server, connections, f"{run}r{index}")
+            result["backend"] = server.backend
+            result["load_average"] = os.getloadavg()
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    if args.repeat > 1:
+        print(json.dumps(summary(results)))
+
+
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and range of the runs' headline figures."""
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    return {
+        "summary": len(results),
+        "acked_per_s": spread([r["replied_per_s"] for r in results]),
+        "ack_p50_ms": spread([r["latency_ms"]["p50"] for r in results]),
+        "ack_p99_ms": spread([r["latency_ms"]["p99"] for r in results]),
+        "delivery_p99_ms": spread([r["delivery_latency_ms"]["p99"] for r in results]),
+        "server_cpu": spread([r["server_cpu"] for r in results]),
+        "server_cpu_us_per_message": spread([r["server_cpu_us_per_message"] for r in results]),
+        "machine_cores": spread([r["machine_cores"] for r in results]),
+        "all_checks_ok": all(r["checks"]["ok"] and r["delivery_ratio"] == 1.0 for r in results),
+    }
 
 
 if __name__ == "__main__":
