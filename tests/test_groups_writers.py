@@ -190,3 +190,43 @@ async def test_an_idle_writer_lets_go_of_its_groups_once_they_are_published(
         assert not waiting.done()
         await other.execute("SELECT pg_advisory_unlock_all()")
         assert (await asyncio.wait_for(waiting, 5)).seq == 2
+
+
+async def test_the_client_msg_id_probe_reads_one_index_entry_however_long_the_group(
+    postgres_url: str, other: asyncpg.Connection
+) -> None:
+    """A plan made while the group was empty must not stay and read every message it has.
+
+    (Until the table is first analyzed the planner cannot tell the unique index from
+    the primary key's group prefix; autovacuum's ANALYZE is played here.)
+    """
+    async with running(postgres_url) as server:
+        gid = await server.group_with("owner")
+    writer = await PostgresWriter.connect(postgres_url)
+    try:
+        probe = {(gid, "owner", "not-sent-yet")}
+        for _ in range(8):  # past the point where a cached generic plan would take over
+            await writer.claim([gid], set(), probe)
+        await other.execute(
+            """INSERT INTO group_messages (group_id, seq, sender_id, sender_name, kind, text,
+                 client_msg_id, created_at)
+               SELECT $1, s, 'owner', 'Owner', 'text', 'x', 'm' || s, 0 FROM generate_series(1, 2000) s""",
+            gid,
+        )
+        await other.execute("ANALYZE group_messages")
+
+        async def fetched() -> int:
+            await writer._conn.execute("SELECT pg_stat_force_next_flush()")
+            await other.execute("SELECT pg_stat_clear_snapshot()")
+            count: int = await other.fetchval(
+                "SELECT idx_tup_fetch FROM pg_stat_user_tables WHERE relname = 'group_messages'"
+            )
+            return count
+
+        before = await fetched()
+        claim = await writer.claim([gid], set(), probe | {(gid, "owner", "m7")})
+        assert claim.found.known == {(gid, "owner", "m7"): 7}
+        assert await fetched() - before <= 4
+        await writer.unlock([gid] * 9)
+    finally:
+        await writer.close()

@@ -131,7 +131,7 @@ class Sequencer:
         self._node = node
         self._settings = settings
         self._rooms = rooms
-        count = settings.commit_workers or (4 if db.dialect == "postgresql" else 1)
+        count = settings.commit_workers or (2 if db.dialect == "postgresql" else 1)
         self._workers = [_Worker() for _ in range(count)]
         self._closing = False
         self._batch_size = Histogram(

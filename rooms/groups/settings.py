@@ -25,8 +25,9 @@ class GroupSettings:
     page_limit: int = 500
     #: Lifetime of an invite code when the request names none.
     invite_ttl_s: int = 7 * 24 * 3600
-    #: Parallel write transactions per process (each owns a fixed share of the groups);
-    #: None picks one for SQLite (a single writer anyway) and four for PostgreSQL.
+    #: Parallel write batches per process (each owns a fixed share of the groups);
+    #: None picks one for SQLite (a single writer anyway) and two for PostgreSQL
+    #: (docs/groups.md#throughput has the measurements behind two).
     commit_workers: int | None = None
     #: Most sends one write transaction takes.
     max_batch: int = 1000

@@ -209,11 +209,13 @@ FROM json_to_recordset($1::json)
   AS x(g bigint, s bigint, u text, n text, k text, t text, r json, c text, ts float8)
 """
 
-# Every statement above is a batch of key probes. json_to_recordset is estimated at 100
-# rows whatever it holds, so the planner would hash-join it against any table it takes
-# for small (a fresh one, or below some 10^5 rows) and read that table whole on every
-# batch: 13 M rows of group_messages in one 10 s benchmark run. Nested loops over the
-# primary and unique indexes cost the same at any table size.
+# Every statement above (and in livemart_group_claim) is a batch of key probes.
+# json_to_recordset is estimated at 100 rows whatever it holds, so the planner would
+# hash-join it against any table it takes for small (a fresh one, or below some 10^5
+# rows) and read that table whole on every batch: 13 M rows of group_messages in one
+# 10 s benchmark run. Nested loops over the primary and unique indexes cost the same at
+# any table size. (livemart_group_claim also plans its reads afresh each call: see
+# migration groups_0002.)
 _PLANNER = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 
 _PG_OUTAGE: tuple[type[BaseException], ...] = (

@@ -9,6 +9,14 @@ batches' locks, and reads what the batch's checks need, in one round trip. The r
 must see everything committed before the locks were taken, so they cannot share one
 statement (one snapshot) with the locking; in a VOLATILE function each statement
 takes a fresh snapshot. See rooms/groups/writers.py.
+
+Its reads are planned afresh on every call (``plan_cache_mode``), so they follow the
+table's statistics as soon as autovacuum has analyzed it. A plan made while
+group_messages was empty probes it by group alone (the primary key's prefix) instead of
+by the unique client_msg_id index, reading every message of the group for each probe;
+in the benchmark such a plan outlived the first analyze and read 20 M index entries in
+three runs. Until the first analyze of a new table the planner cannot tell the two
+indexes apart.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ CREATE OR REPLACE FUNCTION livemart_group_claim(
 ) RETURNS TABLE (
   k text, group_id bigint, user_id text, role text, muted_until float8,
   seq bigint, client_msg_id text, muted_all boolean
-) LANGUAGE plpgsql VOLATILE AS $$
+) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   busy bigint[];
 BEGIN
