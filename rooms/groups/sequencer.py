@@ -297,12 +297,11 @@ class Sequencer:
         """Lock every group in ``batch`` that is free and read them; put the rest back.
 
         Returns the items of the locked groups, the publish locks taken and the reads
-        the checks need (:meth:`Writer.claim`). A group
-        that another process keeps busy is waited for once it has been put back
-        ``PATIENCE`` times, so it cannot starve behind the groups that are free. If
-        none is free, wait for the first one. Either way the wait comes once this
-        worker holds no lock at all (its published batches' locks let go), so it
-        cannot deadlock, and nothing polls.
+        the checks need (:meth:`Writer.claim`). A group that another process keeps
+        busy is waited for once it has been put back ``PATIENCE`` times, so it cannot
+        starve behind the groups that are free. If none is free, wait for the first
+        one. Either way the wait comes once this worker holds no lock at all (its
+        published batches' locks let go), so it cannot deadlock, and nothing polls.
         """
         drafts = [draft for draft, _ in batch]
         ids = sorted({d.group_id for d in drafts})
