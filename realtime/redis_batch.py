@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -133,9 +134,8 @@ class Batcher:
         redis = self._redis
         if not isinstance(redis, RedisCluster):
             if self._server is not None:
-                server = self._server
-                load = lambda source: server.call("SCRIPT", "LOAD", source)  # noqa: E731
-                await self._answer(batch, server.call_many, load)
+                load = functools.partial(self._server.call, "SCRIPT", "LOAD")
+                await self._answer(batch, self._server.call_many, load)
             else:
                 await self._answer(batch, lambda part: _pipeline(redis, part), redis.script_load)
             return
