@@ -29,15 +29,16 @@ import redis.asyncio as aioredis
 from commerce.ledger import Snapshot, Terms
 from commerce.redis_ledger import SCRIPTS, RedisLedger, SaleKeys
 from realtime.redis_batch import Script
+from realtime.resp import RespClients
 
 KEY_TTL_MS = 25 * 3600 * 1000
 
 
 async def prepare(url: str, prefix: str, sale_id: str, stock: int) -> str:
     """Load the sale (and the script) with the ledger's own code; returns the script's SHA1."""
-    client = aioredis.Redis.from_url(url)
+    client, connections = aioredis.Redis.from_url(url), RespClients()
     try:
-        ledger = RedisLedger(client, prefix=prefix, key_ttl_ms=KEY_TTL_MS)
+        ledger = RedisLedger(client, connections, prefix=prefix, key_ttl_ms=KEY_TTL_MS)
         terms = Terms(stock=stock, per_user_limit=10**9, hold_ms=600_000)
         await ledger.load(Snapshot(sale_id, 1, terms), int(time.time() * 1000))
         digest: str = await client.script_load(SCRIPTS["reserve"])
@@ -45,6 +46,7 @@ async def prepare(url: str, prefix: str, sale_id: str, stock: int) -> str:
             raise RuntimeError("Redis hashed the script differently")
         return digest
     finally:
+        await connections.aclose()
         await client.aclose()
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from commerce.ledger import Attempt, Snapshot, Terms
 from commerce.redis_ledger import RedisLedger
 from realtime.redis_client import connect
+from realtime.resp import RespClients
 from realtime.storage import Database, migrate
 from rooms.live import LiveRooms
 from rooms.live.redis_state import RedisRoomState
@@ -40,11 +41,13 @@ async def measure(name: str, url: str, rounds: int, calls: int) -> dict[str, obj
         assert LiveRooms.migrations is not None
         await migrate(database, [LiveRooms.migrations])
         db = Database(database)
-        client = connect(url)
+        client, connections = connect(url), RespClients()
         try:
             repository = RoomRepository(db)
             rooms = [(await repository.create(f"r{i}", "h")).id for i in range(10)]
-            state = RedisRoomState(repository.control, client, lambda tag, key: f"bench:{{{tag}}}:{key}")
+            state = RedisRoomState(
+                repository.control, client, lambda tag, key: f"bench:{{{tag}}}:{key}", connections=connections
+            )
             for room in rooms:  # control hashes loaded from SQL before timing
                 await state.admit_comment(room, "warm", is_host=False, **UNLIMITED)
 
@@ -62,7 +65,7 @@ async def measure(name: str, url: str, rounds: int, calls: int) -> dict[str, obj
                 )
             room_wall, room_cpu = time.perf_counter() - started, time.process_time() - cpu
 
-            ledger = RedisLedger(client, prefix="bench:", key_ttl_ms=3_600_000)
+            ledger = RedisLedger(client, connections, prefix="bench:", key_ttl_ms=3_600_000)
             now = int(time.time() * 1000)
             sales = [f"s{i}" for i in range(10)]
             for sale in sales:
@@ -79,6 +82,7 @@ async def measure(name: str, url: str, rounds: int, calls: int) -> dict[str, obj
                 )
             sale_wall, sale_cpu = time.perf_counter() - started, time.process_time() - cpu
         finally:
+            await connections.aclose()
             await client.aclose()
             await db.close()
     return {

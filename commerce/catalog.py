@@ -58,7 +58,8 @@ def create_ledger(core: Core, settings: CommerceSettings) -> StockLedger:
     ttl_ms = settings.idempotency_ttl_s * 1000
     if core.redis is None:
         return MemoryLedger(key_ttl_ms=ttl_ms)
-    return RedisLedger(core.redis, prefix=core.settings.redis_prefix, key_ttl_ms=ttl_ms)
+    prefix = core.settings.redis_prefix
+    return RedisLedger(core.redis, core.redis_connections, prefix=prefix, key_ttl_ms=ttl_ms)
 
 
 class Catalog:

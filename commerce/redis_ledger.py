@@ -17,6 +17,7 @@ from typing import Any
 
 from realtime.redis_batch import Batcher
 from realtime.redis_client import RedisClient
+from realtime.resp import RespClients
 
 from .ledger import (
     VERSION_STRIDE,
@@ -69,10 +70,10 @@ class SaleKeys:
 class RedisLedger(StockLedger):
     """Stock ledger whose every step is one Lua script on the sale's slot."""
 
-    def __init__(self, redis: RedisClient, *, prefix: str, key_ttl_ms: int) -> None:
+    def __init__(self, redis: RedisClient, connections: RespClients, *, prefix: str, key_ttl_ms: int) -> None:
         super().__init__(key_ttl_ms=key_ttl_ms)
         self._prefix = prefix
-        self._batcher = Batcher(redis, unavailable="stock ledger unavailable")
+        self._batcher = Batcher(redis, connections, unavailable="stock ledger unavailable")
         self._scripts = {name: self._batcher.script(source) for name, source in SCRIPTS.items()}
         self._attempts: dict[str, list[tuple[Attempt, asyncio.Future[Reserved]]]] = {}
         self._attempts_scheduled = False

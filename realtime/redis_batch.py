@@ -1,16 +1,17 @@
-"""Redis commands of one event-loop turn, sent together: one round trip per Redis node.
+"""Redis commands of one event-loop turn, sent together: one round trip per Redis server.
 
 A round trip through redis-py costs far more CPU than a small command, so callers queue
-what they send in one loop turn and it goes as one pipeline. On one server that is one
-pipeline (or, given a :class:`~realtime.resp.RespClient`, one write on that lean
-connection, which costs a fraction of redis-py's CPU per command). On a Redis Cluster
-the commands are grouped by the node that owns their first
-key (the slot map is redis-py's) and each group goes as a pipeline on that node's own
-connections, all side by side: a node that is down or restarting fails its own commands
-and no others. A command whose slot moved is sent again through redis-py's cluster
-pipeline, which follows the redirection. (That pipeline is not used for everything: it
-refuses ``Script`` objects, and after one node's failure it drops every node's
-connections.)
+what they send in one loop turn and it goes as one write on a lean connection
+(:mod:`realtime.resp`) to each server concerned. On a Redis Cluster the commands are
+grouped by the node that owns their first key (the slot map is redis-py's) and each
+group goes to its node, all side by side: a node that is down or restarting fails its
+own commands and no others. A command whose slot moved is sent again through redis-py's
+cluster pipeline, which follows the redirection.
+
+The connections are this module's, not redis-py's: redis-py's cluster client drops every
+node's connections when one node answers CLUSTERDOWN or a slot map cannot be read (both
+happen while a master restarts), and commands in flight on the healthy nodes would fail
+with them. It refuses ``Script`` objects in pipelines, too.
 
 Scripts travel as ``EVALSHA``. A node that does not know one (it restarted empty, or
 ``SCRIPT FLUSH``) answers NOSCRIPT; the script is then loaded on that node and the
@@ -21,7 +22,6 @@ script names must share one hash tag, so the script runs on one node, atomically
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
@@ -29,20 +29,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
-from redis.exceptions import (
-    AskError,
-    MaxConnectionsError,
-    NoScriptError,
-    SlotNotCoveredError,
-    TryAgainError,
-)
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import AskError, NoScriptError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ProtocolError
 from .redis_client import ERRORS, RedisClient
-from .resp import RespClient
+from .resp import Endpoint, RespClient, RespClients
 
 log = logging.getLogger("livemart.redis")
 
@@ -77,11 +72,13 @@ class Batcher:
     """
 
     def __init__(
-        self, redis: RedisClient, *, unavailable: str = "redis unavailable", server: RespClient | None = None
+        self, redis: RedisClient, connections: RespClients, *, unavailable: str = "redis unavailable"
     ) -> None:
         self._redis = redis
-        #: On one server, the connection batches go through instead of redis-py's pipeline.
-        self._server = server
+        #: Where the connection to each server comes from (shared with other batchers).
+        self._connections = connections
+        #: The connection each node's commands go on, by node name ("" on one server).
+        self._clients: dict[str, RespClient] = {}
         self._unavailable = unavailable
         self._queue: list[Call] = []
         self._scheduled = False
@@ -133,17 +130,18 @@ class Batcher:
     async def _send(self, batch: list[Call]) -> None:
         redis = self._redis
         if not isinstance(redis, RedisCluster):
-            if self._server is not None:
-                load = functools.partial(self._server.call, "SCRIPT", "LOAD")
-                await self._answer(batch, self._server.call_many, load)
-            else:
-                await self._answer(batch, lambda part: _pipeline(redis, part), redis.script_load)
+            server = self._server(redis)
+            await self._answer(batch, server.call_many, functools.partial(server.call, "SCRIPT", "LOAD"))
             return
-        try:
-            await redis.initialize()  # no-op once the slot map is known
-        except ERRORS as exc:
-            self._settle(batch, [exc] * len(batch))
-            return
+        if not redis.nodes_manager.slots_cache:
+            # Only the first time: redis-py asks for a new map whenever a node fails,
+            # and if that read fails it drops every node's connections; the map is
+            # re-read here after failures instead (_refresh_map).
+            try:
+                await redis.initialize()
+            except ERRORS as exc:
+                self._settle(batch, [exc] * len(batch))
+                return
         groups: dict[str, tuple[ClusterNode | None, list[Call]]] = {}
         for call in batch:
             node = _node_of(redis, call[0])
@@ -156,10 +154,11 @@ class Batcher:
         if node is None:  # not routable from the map: redis-py's pipeline finds the way
             await self._answer(calls, lambda part: _pipeline(redis, part), redis.script_load)
         else:
+            client = self._node(redis, node)
             await self._answer(
                 calls,
-                lambda part: self._on_node(redis, node, part),
-                lambda source: redis.execute_command("SCRIPT LOAD", source, target_nodes=node),
+                lambda part: self._on_node(redis, client, part),
+                functools.partial(client.call, "SCRIPT", "LOAD"),
             )
 
     async def _answer(
@@ -218,22 +217,12 @@ class Batcher:
     # --- Redis Cluster ------------------------------------------------------------
 
     async def _on_node(
-        self, redis: RedisCluster, node: ClusterNode, commands: Sequence[Command]
+        self, redis: RedisCluster, client: RespClient, commands: Sequence[Command]
     ) -> list[Any]:
-        """One pipeline on one node's own connections.
-
-        Unlike redis-py's cluster pipeline, a node that fails here does not make the
-        client drop every other node's connections, so the other shards carry on.
-        """
-        stack = [PipelineCommand(i, *command) for i, command in enumerate(commands)]
-        try:
-            await node.execute_pipeline(stack)
-        except ERRORS as exc:  # nothing was sent
-            for command in stack:
-                command.result = exc
-        results = [command.result for command in stack]
+        """The commands on the connection to the node that owns their slots."""
+        results = await client.call_many(commands)
         if any(_broken(r) for r in results):
-            await self._lost(redis, node)
+            await self._refresh_map(redis)
         moved = [i for i, r in enumerate(results) if isinstance(r, (AskError, TryAgainError))]
         if moved:  # the slot moved (resharding, failover): follow it, and learn the new map
             again = await self._reloading(
@@ -243,11 +232,9 @@ class Batcher:
                 results[i] = result
         return results
 
-    async def _lost(self, redis: RedisCluster, node: ClusterNode) -> None:
-        """A node broke a connection: its other ones are stale too (it may have restarted),
-        and its slots may have moved to a replica. Re-read the map at most once a second."""
-        with contextlib.suppress(*ERRORS):
-            await node.disconnect()  # they reconnect on next use
+    async def _refresh_map(self, redis: RedisCluster) -> None:
+        """A node broke a connection: it may have restarted, and its slots may have moved
+        to a replica. Re-read the map, at most once a second."""
         now = time.monotonic()
         if now - self._map_read_at < MAP_REFRESH_S:
             return
@@ -256,6 +243,23 @@ class Batcher:
             await redis.nodes_manager.initialize()
         except ERRORS as exc:
             log.warning("redis cluster slot map not refreshed: %r", exc)
+
+    # --- connections --------------------------------------------------------------
+
+    def _server(self, redis: Redis) -> RespClient:
+        client = self._clients.get("")
+        if client is None:
+            pool = redis.connection_pool
+            options = {**pool.connection_kwargs, "connection_class": pool.connection_class}
+            client = self._clients[""] = self._connections.get(Endpoint.from_options(options))
+        return client
+
+    def _node(self, redis: RedisCluster, node: ClusterNode) -> RespClient:
+        client = self._clients.get(node.name)
+        if client is None:
+            options = {**redis.get_connection_kwargs(), "host": node.host, "port": node.port, "db": 0}
+            client = self._clients[node.name] = self._connections.get(Endpoint.from_options(options))
+        return client
 
 
 async def _pipeline(redis: RedisClient, commands: Sequence[Command]) -> list[Any]:
@@ -283,10 +287,8 @@ def _node_of(redis: RedisCluster, command: Command) -> ClusterNode | None:
 
 
 def _broken(result: Any) -> bool:
-    """Whether ``result`` says the connection to the node failed (not a full pool)."""
-    return isinstance(result, (RedisConnectionError, RedisTimeoutError, OSError)) and not isinstance(
-        result, MaxConnectionsError
-    )
+    """Whether ``result`` says the connection to the node failed."""
+    return isinstance(result, (RedisConnectionError, RedisTimeoutError, OSError))
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -32,7 +32,7 @@ from .broker import Broker, HistoryPage, HistoryPolicy, Publication, StreamPosit
 from .errors import ProtocolError
 from .redis_batch import Batcher, Command
 from .redis_client import RedisClient, connect
-from .resp import Endpoint, RespClient, RespConnection
+from .resp import Endpoint, RespClients, RespConnection
 
 log = logging.getLogger("livemart.broker")
 
@@ -119,12 +119,12 @@ class RedisBroker(Broker):
         self._links: dict[str, _Link] = {}
         self._closing = False
         self._history_script = self._redis.register_script(READ_HISTORY)
-        #: Publishes go through one pipeline per loop turn (per shard, on a cluster). Not
-        #: through the cluster client's own calls: those retry a script whose reply was
-        #: lost (publishing it twice), and a shard that answers CLUSTERDOWN makes that
-        #: client drop every shard's connections, in-flight publishes included.
-        self._server = None if self._cluster else RespClient(Endpoint.from_url(url))
-        self._batch = Batcher(self._redis, unavailable="broker unavailable", server=self._server)
+        #: Publishes go out once per loop turn, one write per server, on connections of
+        #: their own. Not through the cluster client's own calls: those retry a script
+        #: whose reply was lost (publishing it twice), and a shard that answers
+        #: CLUSTERDOWN makes that client drop every shard's connections.
+        self._connections = RespClients()
+        self._batch = Batcher(self._redis, self._connections, unavailable="broker unavailable")
         self._publish_script = self._batch.script(PUBLISH_WITH_HISTORY)
 
     # --- naming -------------------------------------------------------------------
@@ -156,8 +156,7 @@ class RedisBroker(Broker):
             if link.conn is not None:
                 await link.conn.aclose()
             self._drop_pubsub(link)
-        if self._server is not None:
-            await self._server.aclose()
+        await self._connections.aclose()
         await self._redis.aclose()
 
     async def ping(self) -> None:

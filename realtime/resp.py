@@ -6,12 +6,13 @@ group messages/s a quarter of the server's CPU went there. This module speaks RE
 over one asyncio connection and parses with hiredis, in C, and nothing else: commands
 are written as they come, replies are matched to their callers in order, and on a
 subscribed connection a published message goes straight to a callback. Everything
-else (history reads, cluster slot maps, admin commands) stays with redis-py.
+else (history reads, cluster slot maps, following redirections, admin commands) stays
+with redis-py.
 
 Errors keep redis-py's classes, so callers catch one family: an error reply is a
-``ResponseError`` (``NoScriptError`` for NOSCRIPT), and a connection that is lost,
-refused or silent past ``REPLY_TIMEOUT_S`` fails every command waiting on it with a
-``ConnectionError`` or ``TimeoutError``.
+``ResponseError`` (``NoScriptError`` for NOSCRIPT, ``MovedError`` for MOVED, and so on),
+and a connection that is lost, refused or silent past ``REPLY_TIMEOUT_S`` fails every
+command waiting on it with a ``ConnectionError`` or ``TimeoutError``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from typing import Any, cast
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, parse_url
-from redis.exceptions import BusyLoadingError, NoScriptError, ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -44,10 +55,15 @@ _SUBSCRIBED_REPLIES = {
     "SUNSUBSCRIBE": b"sunsubscribe",
     "PING": b"pong",
 }
+#: Error replies that redis-py gives a class of their own, by their first word.
 _ERRORS: dict[str, type[RedisError]] = {
     "NOSCRIPT": NoScriptError,
     "LOADING": BusyLoadingError,
     "READONLY": ReadOnlyError,
+    "MOVED": MovedError,
+    "ASK": AskError,
+    "TRYAGAIN": TryAgainError,
+    "CLUSTERDOWN": ClusterDownError,
 }
 
 
@@ -102,8 +118,12 @@ def pack(command: Sequence[Any]) -> bytes:
 
 
 def _error(reply: hiredis.ReplyError) -> RedisError:
+    """The exception redis-py would raise: a known first word picks the class and is
+    cut off (``MOVED 3999 10.0.0.2:6379`` is ``MovedError("3999 10.0.0.2:6379")``)."""
     message = str(reply)
-    return _ERRORS.get(message.split(" ", 1)[0], ResponseError)(message)
+    code, _, rest = message.partition(" ")
+    error = _ERRORS.get(code)
+    return ResponseError(message) if error is None else error(rest)
 
 
 class RespConnection(asyncio.Protocol):
@@ -299,3 +319,22 @@ class RespClient:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.aclose()
+
+
+class RespClients:
+    """One :class:`RespClient` per Redis server, opened on first use; their owner closes
+    them together. Whoever shares one of these shares one connection per server."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, int, int], RespClient] = {}
+
+    def get(self, endpoint: Endpoint) -> RespClient:
+        key = (endpoint.host, endpoint.port, endpoint.db)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = RespClient(endpoint)
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(client.aclose() for client in clients))

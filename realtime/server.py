@@ -49,6 +49,7 @@ from .metrics import Metrics
 from .node import Node
 from .redis_broker import RedisBroker
 from .redis_client import RedisClient
+from .resp import RespClients
 from .storage import Database, migrate
 
 log = logging.getLogger("livemart")
@@ -93,6 +94,9 @@ class Core:
         self.redis: RedisClient | None = None
         if settings.redis_url is not None:
             self.redis = redis_client.connect(settings.redis_url)
+        #: The lean connections (one per Redis server) that domains batch their commands
+        #: on (:class:`~realtime.redis_batch.Batcher`); closed after the modules stop.
+        self.redis_connections = RespClients()
         self._background: list[asyncio.Task[None]] = []
 
     def redis_key(self, tag: str, name: str) -> str:
@@ -131,6 +135,7 @@ class Core:
                     task.cancel()
                 await asyncio.gather(*self._background, return_exceptions=True)
                 await self.broker.close()
+                await self.redis_connections.aclose()
                 if self.redis is not None:
                     await self.redis.aclose()
                 await self.db.close()

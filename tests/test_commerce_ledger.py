@@ -24,6 +24,7 @@ from commerce.ledger import (
 )
 from commerce.redis_ledger import RedisLedger
 from realtime.redis_client import connect
+from realtime.resp import RespClients
 from tests.conftest import redis_under_test
 
 KEY_TTL_MS = 25 * 3600 * 1000
@@ -44,10 +45,11 @@ async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[StockLedger]:
         yield MemoryLedger(key_ttl_ms=KEY_TTL_MS)
         return
     url, prefix = redis_under_test(request, request.param)
-    client = connect(url)
+    client, connections = connect(url), RespClients()
     try:
-        yield RedisLedger(client, prefix=prefix, key_ttl_ms=KEY_TTL_MS)
+        yield RedisLedger(client, connections, prefix=prefix, key_ttl_ms=KEY_TTL_MS)
     finally:
+        await connections.aclose()
         await client.aclose()
 
 
@@ -234,9 +236,9 @@ async def test_concurrent_attempts_never_oversell(ledger: StockLedger) -> None:
 @pytest.mark.redis
 async def test_redis_matches_memory_on_random_operations(redis_url: str, redis_prefix: str) -> None:
     """Differential check: the same random operations give the same answers on both."""
-    client = aioredis.Redis.from_url(redis_url)
+    client, connections = aioredis.Redis.from_url(redis_url), RespClients()
     memory = MemoryLedger(key_ttl_ms=KEY_TTL_MS)
-    red = RedisLedger(client, prefix=redis_prefix, key_ttl_ms=KEY_TTL_MS)
+    red = RedisLedger(client, connections, prefix=redis_prefix, key_ttl_ms=KEY_TTL_MS)
     rng = random.Random(4)
     try:
         terms = Terms(stock=15, per_user_limit=3, hold_ms=2000, starts_ms=NOW, ends_ms=NOW + 60_000)
@@ -269,4 +271,5 @@ async def test_redis_matches_memory_on_random_operations(redis_url: str, redis_p
         assert await memory.levels(["d"]) == await red.levels(["d"])
         assert await memory.held_keys("d") == await red.held_keys("d")
     finally:
+        await connections.aclose()
         await client.aclose()

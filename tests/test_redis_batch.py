@@ -12,6 +12,7 @@ from redis.crc import key_slot
 from realtime.errors import ProtocolError
 from realtime.redis_batch import Batcher
 from realtime.redis_client import RedisClient, connect
+from realtime.resp import RespClients
 from tests.services import RedisClusterNodes, unique_prefix
 from tests.test_redis_cluster import shard_of
 
@@ -31,9 +32,20 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[RedisClient]:
         await redis.aclose()
 
 
-async def test_scripts_redis_does_not_know_are_loaded_not_reported(client: RedisClient) -> None:
+@pytest.fixture
+async def connections() -> AsyncIterator[RespClients]:
+    connections = RespClients()
+    try:
+        yield connections
+    finally:
+        await connections.aclose()
+
+
+async def test_scripts_redis_does_not_know_are_loaded_not_reported(
+    client: RedisClient, connections: RespClients
+) -> None:
     """After a restart no script is loaded; NOSCRIPT must never reach the caller."""
-    batcher = Batcher(client)
+    batcher = Batcher(client, connections)
     marker = uuid.uuid4().hex  # a script no server has seen
     script = batcher.script(f"return {{KEYS[1], '{marker}'}}")
     keys = [f"{unique_prefix()}{{room:{i}}}:x" for i in range(6)]
@@ -41,8 +53,10 @@ async def test_scripts_redis_does_not_know_are_loaded_not_reported(client: Redis
     assert replies == [[key.encode(), marker.encode()] for key in keys]
 
 
-async def test_one_turn_across_slots_answers_each_caller_in_order(client: RedisClient) -> None:
-    batcher = Batcher(client)
+async def test_one_turn_across_slots_answers_each_caller_in_order(
+    client: RedisClient, connections: RespClients
+) -> None:
+    batcher = Batcher(client, connections)
     prefix = unique_prefix()
     keys = [f"{prefix}{{sale:{i}}}:n" for i in range(30)]
     totals = await batcher.call_many([("INCRBY", key, i + 1) for i, key in enumerate(keys)])
@@ -51,12 +65,14 @@ async def test_one_turn_across_slots_answers_each_caller_in_order(client: RedisC
 
 
 @pytest.mark.slow
-async def test_a_restarted_node_costs_its_own_commands_only(redis_cluster: RedisClusterNodes) -> None:
+async def test_a_restarted_node_costs_its_own_commands_only(
+    redis_cluster: RedisClusterNodes, connections: RespClients
+) -> None:
     """Keys on the other masters answer throughout; the restarted one comes back empty,
     with its scripts reloaded, after at most one failed batch."""
     redis = connect(redis_cluster.url)
     try:
-        batcher = Batcher(redis)
+        batcher = Batcher(redis, connections)
         count = batcher.script("return redis.call('INCR', KEYS[1])")
         prefix = unique_prefix()
         keys = [f"{prefix}{{room:{i}}}:n" for i in range(12)]
@@ -83,5 +99,25 @@ async def test_a_restarted_node_costs_its_own_commands_only(redis_cluster: Redis
         second = await turn()
         for n, before, port in zip(second, first, owners, strict=True):
             assert n == (3 if port != victim else (before or 0) + 1), (second, first)
+    finally:
+        await redis.aclose()
+
+
+async def test_the_cluster_client_dropping_its_connections_cuts_off_no_command(
+    redis_cluster: RedisClusterNodes, connections: RespClients
+) -> None:
+    """redis-py's cluster client drops every node's connections by itself: when a node
+    answers CLUSTERDOWN (as a restarted master does for its first seconds) or a slot map
+    cannot be read. Commands in flight on the healthy nodes must still be answered,
+    or a publish that went through is reported ``unavailable`` and sent again."""
+    redis = connect(redis_cluster.url)
+    try:
+        batcher = Batcher(redis, connections)
+        key = f"{unique_prefix()}{{room:1}}:list"
+        waiting = batcher.submit("BLPOP", key, 0.5)  # held by its node for half a second
+        await asyncio.sleep(0.1)
+        await redis.aclose()  # what redis-py does then
+        assert await waiting is None
+        assert await batcher.call("RPUSH", key, "after") == 1
     finally:
         await redis.aclose()

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import resp
 from realtime.redis_batch import Batcher
-from realtime.resp import Endpoint, RespClient, RespConnection, pack
+from realtime.resp import Endpoint, RespClient, RespClients, RespConnection, pack
 from tests.services import unique_prefix
 
 pytestmark = pytest.mark.redis
@@ -128,16 +128,16 @@ async def test_nothing_listening_is_a_connection_error_for_every_command() -> No
 
 async def test_the_batcher_reloads_scripts_through_the_lean_connection(redis_url: str) -> None:
     redis = aioredis.Redis.from_url(redis_url)
-    server = RespClient(Endpoint.from_url(redis_url))
+    connections = RespClients()
     try:
-        batcher = Batcher(redis, server=server)
+        batcher = Batcher(redis, connections)
         marker = uuid.uuid4().hex  # a script no server has seen: the first EVALSHA is refused
         script = batcher.script(f"return {{KEYS[1], '{marker}'}}")
         keys = [f"{unique_prefix()}{{r:{i}}}:x" for i in range(5)]
         replies = await asyncio.gather(*(batcher.call(*script.command([key])) for key in keys))
         assert replies == [[key.encode(), marker.encode()] for key in keys]
     finally:
-        await server.aclose()
+        await connections.aclose()
         await redis.aclose()
 
 
@@ -211,3 +211,21 @@ async def test_garbage_from_the_server_drops_the_connection() -> None:
         with pytest.raises(RedisConnectionError, match="protocol error"):
             await conn.call("PING")
         await conn.aclose()
+
+
+async def test_cluster_error_replies_are_redis_py_exceptions_with_their_fields() -> None:
+    async def redirecting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        writer.write(b"-MOVED 3999 10.0.0.2:6381\r\n-ASK 12 10.0.0.3:6379\r\n")
+        writer.write(b"-CLUSTERDOWN The cluster is down\r\n")
+        await writer.drain()
+        await reader.read(1 << 16)
+        writer.close()
+
+    async with _fake_redis(redirecting) as endpoint:
+        conn = await RespConnection.open(endpoint)
+        moved, ask, down = await conn.call_many([("GET", "a"), ("GET", "b"), ("GET", "c")])
+        await conn.aclose()
+    assert isinstance(moved, MovedError) and (moved.slot_id, moved.node_addr) == (3999, ("10.0.0.2", 6381))
+    assert type(ask) is AskError and (ask.slot_id, ask.host, ask.port) == (12, "10.0.0.3", 6379)
+    assert isinstance(down, ClusterDownError) and str(down) == "The cluster is down"

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from realtime.errors import ProtocolError
 from realtime.redis_client import connect
+from realtime.resp import RespClients
 from realtime.storage import Database, migrate
 from rooms.live import LiveRooms
 from rooms.live.activity import Activity
@@ -69,11 +70,14 @@ async def setup(request: pytest.FixtureRequest, repository: RoomRepository) -> A
         yield Setup(MemoryRoomState(repository.control, repository), repository, room.id)
         return
     url, prefix = redis_under_test(request, request.param)
-    client = connect(url)
+    client, connections = connect(url), RespClients()
     try:
-        state = RedisRoomState(repository.control, client, lambda tag, name: f"{prefix}{{{tag}}}:{name}")
+        state = RedisRoomState(
+            repository.control, client, lambda tag, name: f"{prefix}{{{tag}}}:{name}", connections=connections
+        )
         yield Setup(state, repository, room.id)
     finally:
+        await connections.aclose()
         await client.aclose()
 
 
@@ -267,10 +271,13 @@ async def test_redis_reloads_enforcement_lost_from_redis(
     repository: RoomRepository, redis_url: str, redis_prefix: str
 ) -> None:
     room = (await repository.create("Flushed", "h")).id
-    client = aioredis.Redis.from_url(redis_url)
+    client, connections = aioredis.Redis.from_url(redis_url), RespClients()
     try:
         state = RedisRoomState(
-            repository.control, client, lambda tag, name: f"{redis_prefix}{{{tag}}}:{name}"
+            repository.control,
+            client,
+            lambda tag, name: f"{redis_prefix}{{{tag}}}:{name}",
+            connections=connections,
         )
         await repository.ban(room, "u1")
         await state.set_ban(room, "u1", True)
@@ -278,6 +285,7 @@ async def test_redis_reloads_enforcement_lost_from_redis(
         assert await state.is_banned(room, "u1")
         assert (await admit(state, room, "u1")).refusal == "banned"
     finally:
+        await connections.aclose()
         await client.aclose()
 
 

@@ -58,7 +58,9 @@ class LiveRooms:
         self.state: RoomState = (
             MemoryRoomState(repository.control, repository)
             if core.redis is None
-            else RedisRoomState(repository.control, core.redis, core.redis_key)
+            else RedisRoomState(
+                repository.control, core.redis, core.redis_key, connections=core.redis_connections
+            )
         )
         self._activity = Activity(self.state, core.node)
         self.service = RoomService(

@@ -10,15 +10,15 @@ last announced count) and ``deleted`` (offsets of deleted comments).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import orjson
 
 from realtime.errors import ProtocolError
 from realtime.redis_batch import Batcher, Command
-from realtime.redis_client import ERRORS, RedisClient
+from realtime.redis_client import RedisClient
+from realtime.resp import RespClients
 
 from . import scripts
 from .records import ALLOWED, Audience, RoomStatus, RoomView, Verdict
@@ -28,22 +28,15 @@ from .state import ControlLoader, RoomState
 KeyBuilder = Callable[[str, str], str]
 
 
-@asynccontextmanager
-async def _redis_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except ERRORS as exc:
-        raise ProtocolError("unavailable", f"room state unavailable: {type(exc).__name__}") from None
-
-
 class RedisRoomState(RoomState):
-    def __init__(self, loader: ControlLoader, redis: RedisClient, key: KeyBuilder) -> None:
+    def __init__(
+        self, loader: ControlLoader, redis: RedisClient, key: KeyBuilder, *, connections: RespClients
+    ) -> None:
         super().__init__(loader)
-        self._redis = redis
         self._key = key
-        # Every script call and counter update goes through the batcher: the calls of
-        # one loop turn share a round trip (one per node on a Redis Cluster).
-        self._batch = Batcher(redis, unavailable="room state unavailable")
+        # Every command goes through the batcher: the calls of one loop turn share a
+        # round trip (one per node on a Redis Cluster), and a failure is `unavailable`.
+        self._batch = Batcher(redis, connections, unavailable="room state unavailable")
         self._admit = self._batch.script(scripts.ADMIT)
         self._load = self._batch.script(scripts.LOAD_CONTROL)
         self._update = self._batch.script(scripts.UPDATE_CONTROL)
@@ -72,8 +65,7 @@ class RedisRoomState(RoomState):
     ) -> Any:
         """Run ``call``; if it found the enforcement hash missing, load it and run it again."""
         for attempt in range(2):
-            async with _redis_errors():
-                reply = await call()
+            reply = await call()
             if not missing(reply):
                 return reply
             if attempt == 0:
@@ -101,7 +93,7 @@ class RedisRoomState(RoomState):
         key = self._k(room_id, "ctl")
         _, banned = await self._with_control(
             room_id,
-            lambda: self._redis.hmget(key, ["_v", f"b:{user_id}"]),
+            lambda: self._batch.call("HMGET", key, "_v", f"b:{user_id}"),
             lambda reply: reply[0] is None,
         )
         return banned is not None
@@ -248,5 +240,4 @@ class RedisRoomState(RoomState):
         )
 
     async def forget(self, room_id: str) -> None:
-        async with _redis_errors():
-            await self._redis.delete(self._k(room_id, "posters"))
+        await self._batch.call("DEL", self._k(room_id, "posters"))
