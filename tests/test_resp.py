@@ -198,15 +198,21 @@ async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
         await conn.aclose()
 
 
-async def test_garbage_from_the_server_drops_the_connection() -> None:
-    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _answering(reply: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A server that answers the first request with ``reply``, then waits to be closed."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1 << 16)
-        writer.write(b"?what\r\n")
+        writer.write(reply)
         await writer.drain()
         await reader.read(1 << 16)
         writer.close()
 
-    async with _fake_redis(broken) as endpoint:
+    return answer
+
+
+async def test_garbage_from_the_server_drops_the_connection() -> None:
+    async with _fake_redis(_answering(b"?what\r\n")) as endpoint:
         conn = await RespConnection.open(endpoint)
         with pytest.raises(RedisConnectionError, match="protocol error"):
             await conn.call("PING")
@@ -214,15 +220,8 @@ async def test_garbage_from_the_server_drops_the_connection() -> None:
 
 
 async def test_cluster_error_replies_are_redis_py_exceptions_with_their_fields() -> None:
-    async def redirecting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1 << 16)
-        writer.write(b"-MOVED 3999 10.0.0.2:6381\r\n-ASK 12 10.0.0.3:6379\r\n")
-        writer.write(b"-CLUSTERDOWN The cluster is down\r\n")
-        await writer.drain()
-        await reader.read(1 << 16)
-        writer.close()
-
-    async with _fake_redis(redirecting) as endpoint:
+    replies = b"-MOVED 3999 10.0.0.2:6381\r\n-ASK 12 10.0.0.3:6379\r\n-CLUSTERDOWN The cluster is down\r\n"
+    async with _fake_redis(_answering(replies)) as endpoint:
         conn = await RespConnection.open(endpoint)
         moved, ask, down = await conn.call_many([("GET", "a"), ("GET", "b"), ("GET", "c")])
         await conn.aclose()
